@@ -1,0 +1,28 @@
+"""Which pretrained model to start from."""
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from .common import SpecModel
+
+
+class ModelSpec(SpecModel):
+    source: str = Field(
+        description=(
+            "Where the weights come from: a hub id (`org/name`), a local folder or file (`./...`, `/...`), "
+            "an S3 prefix (`s3://bucket/prefix`), a GGUF file (`*.gguf`), or a file shipped by an installed "
+            "Python package (`pkg://DISTRIBUTION/PATH/IN/PACKAGE.gguf`)."
+        ),
+        min_length=1,
+    )
+    architecture: Optional[str] = Field(
+        None,
+        description=(
+            "Catalog name of the model's shape (e.g. `llama-3-8b`), used to plan without downloading. "
+            "Defaults to the catalog entry of `source`, or the `config.json` beside a local source."
+        ),
+    )
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
+    trust_remote_code: bool = False
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    offline: bool = Field(False, description="Never contact a model hub at run time.")
