@@ -1,0 +1,37 @@
+"""Errors a user can fix in their spec. Each carries where in the file the problem is."""
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+SpecPath = Tuple[object, ...]
+
+
+@dataclass
+class SpecError(Exception):
+    """One problem in a spec: what is wrong, at which field, and what to do about it.
+
+    `path` is the field's path in the merged spec, e.g. ("backend", "instance_type"). The CLI turns
+    it into `file:line:column` with the positions the loader recorded.
+    """
+
+    message: str
+    path: SpecPath = ()
+    hint: Optional[str] = None
+    file: Optional[str] = None
+    line: Optional[int] = None
+    column: Optional[int] = None
+    notes: list = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def field_name(self) -> str:
+        return ".".join(str(p) for p in self.path) or "(spec)"
+
+    def format(self) -> str:
+        where = self.file or "<spec>"
+        if self.line is not None:
+            where += f":{self.line}:{self.column}"
+        text = f"{where}: error: {self.field_name()}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
