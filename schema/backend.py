@@ -12,8 +12,12 @@ class LocalBackend(SpecModel):
     type: Literal["local"]
     device: Literal["auto", "cpu", "cuda"] = "auto"
     gpus: Optional[PositiveInt] = Field(None, description="GPUs to use; all visible ones when left out.")
-    gpu_type: Optional[str] = Field(
-        None, description="Hardware catalog name of the local GPU (e.g. `h100-80gb`) for the estimates."
+    hardware: Optional[str] = Field(
+        None,
+        description=(
+            "Hardware catalog name of this machine, for the estimates: an instance type (`ml.g5.12xlarge` "
+            "for a notebook instance) or a GPU (`h100-80gb`). Left out: CPU, or the GPU found at run time."
+        ),
     )
     run_dir: str = Field("runs/{name}", description="Folder of the run; `{name}` is the spec's name.")
 

@@ -1,0 +1,156 @@
+"""YAML text → plain data, remembering where every key and value came from.
+
+PyYAML's composer gives nodes with marks; we build the data ourselves so we can refuse duplicate
+keys, cap alias expansion (billion-laughs files), and record `path → (file, line, column)`.
+"""
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Tuple
+
+import yaml
+
+from .errors import SpecError, SpecPath
+
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 20_000
+MAX_DEPTH = 64
+MAX_EXTENDS_DEPTH = 8
+
+Position = Tuple[str, int, int]
+
+
+@dataclass
+class LoadedYaml:
+    data: object
+    file: str
+    values: Dict[SpecPath, Position] = field(default_factory=dict)
+    keys: Dict[SpecPath, Position] = field(default_factory=dict)
+
+
+class _SpecLoader(yaml.SafeLoader):
+    """SafeLoader whose floats follow YAML 1.2: `2e-4` is a number, not the string '2e-4'."""
+
+
+_SpecLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _position(file: str, node: yaml.Node) -> Position:
+    return (file, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Builder:
+    def __init__(self, loader: _SpecLoader, file: str):
+        self.loader = loader
+        self.file = file
+        self.count = 0
+        self.result = LoadedYaml(data=None, file=file)
+
+    def build(self, node: yaml.Node, path: SpecPath) -> object:
+        self.count += 1
+        if self.count > MAX_NODES:
+            raise SpecError(
+                f"the YAML expands to more than {MAX_NODES} values",
+                path,
+                hint="anchors/aliases that expand exponentially are refused; write the values out",
+                file=self.file,
+                line=node.start_mark.line + 1,
+                column=node.start_mark.column + 1,
+            )
+        if len(path) > MAX_DEPTH:
+            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", path, file=self.file)
+        self.result.values[path] = _position(self.file, node)
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            return node.value  # dates and times stay text: no spec field is a date
+        return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: yaml.MappingNode, path: SpecPath) -> dict:
+        out: dict = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                raise SpecError(
+                    "YAML merge keys (`<<`) are not supported",
+                    path,
+                    hint="use `extends:` to build on a base spec",
+                    file=self.file,
+                    line=key_node.start_mark.line + 1,
+                    column=key_node.start_mark.column + 1,
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise SpecError("mapping keys must be plain names", path, file=self.file,
+                                line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1)
+            key = self.loader.construct_object(key_node)
+            if not isinstance(key, str):
+                key = str(key_node.value)
+            if key in out:
+                first = self.result.keys[path + (key,)]
+                raise SpecError(
+                    f"duplicate key `{key}` (first given at line {first[1]})",
+                    path + (key,),
+                    hint="YAML keeps only the last of duplicate keys; remove one of them",
+                    file=self.file,
+                    line=key_node.start_mark.line + 1,
+                    column=key_node.start_mark.column + 1,
+                )
+            self.result.keys[path + (key,)] = _position(self.file, key_node)
+            out[key] = self.build(value_node, path + (key,))
+        return out
+
+
+def load_yaml_text(text: str, file: str) -> LoadedYaml:
+    """Parse one YAML document into plain data with positions."""
+    if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
+        raise SpecError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB", (),
+                        hint="a spec is a short document; keep data out of it", file=file)
+    loader = _SpecLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise SpecError("the file is empty", (), hint="start from one of the examples in specs/", file=file)
+        builder = _Builder(loader, file)
+        builder.result.data = builder.build(node, ())
+        return builder.result
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        raise SpecError(
+            f"not valid YAML: {exc.problem or exc.context}",
+            (),
+            file=file,
+            line=mark.line + 1 if mark else None,
+            column=mark.column + 1 if mark else None,
+        ) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"not valid YAML: {exc}", (), file=file) from None
+    finally:
+        loader.dispose()
+
+
+def load_yaml_file(path: Path, display: Optional[str] = None) -> LoadedYaml:
+    name = display or str(path)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise SpecError("no such file", (), file=name) from None
+    if size > MAX_FILE_BYTES:
+        raise SpecError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB", (),
+                        hint="a spec is a short document; keep data out of it", file=name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("the file is not UTF-8 text", (), file=name) from None
+    return load_yaml_text(text, name)

@@ -1,0 +1,317 @@
+"""Spec file → validated `Spec`: `extends:` merging, inline-secret refusal, schema errors with positions."""
+import difflib
+import re
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from pydantic import BaseModel, ValidationError
+
+from ..schema import Spec
+from .errors import SpecError, SpecPath
+from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file
+
+# Keys whose value selects the shape of the rest of the mapping: a child spec that changes one
+# replaces the inherited mapping instead of merging into it.
+DISCRIMINATORS = ("type", "strategy")
+
+SECRET_PATTERNS = [
+    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face access token"),
+    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
+    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), "an API secret key"),
+    (re.compile(r"\bghp_[A-Za-z0-9]{30,}\b"), "a GitHub token"),
+]
+SECRET_REF_KEYS = ("env", "secrets_manager_arn")  # the keys of a reference, not a secret
+SECRET_KEY = re.compile(r"(token|api[_-]?key|password|secret|access[_-]?key)", re.I)
+
+
+@dataclass
+class LoadedSpec:
+    spec: Spec
+    data: dict
+    file: str
+    path: Path
+    positions: Dict[SpecPath, Position]
+    key_positions: Dict[SpecPath, Position]
+
+    def locate(self, error: SpecError) -> SpecError:
+        """Fill in file:line:column for an error raised after validation."""
+        return locate(error, self.positions, self.key_positions, self.file)
+
+
+def locate(error: SpecError, values: dict, keys: dict, default_file: str) -> SpecError:
+    if error.line is not None:
+        return error
+    path = tuple(error.path)
+    while path and path not in values:
+        path = path[:-1]
+    file, line, column = values.get(path, (default_file, None, None))
+    error.file = error.file or file
+    error.line, error.column = line, column
+    return error
+
+
+def _merge(base: object, child: object, base_pos: dict, child_pos: dict, path: SpecPath, out_pos: dict) -> object:
+    """Mappings merge key by key (child wins); lists and scalars replace; `null` removes a key."""
+    if isinstance(base, dict) and isinstance(child, dict):
+        if any(k in base and k in child and base[k] != child[k] for k in DISCRIMINATORS):
+            _copy_positions(child_pos, path, out_pos)
+            return child
+        merged = {}
+        for key in list(base) + [k for k in child if k not in base]:
+            if key in child:
+                if child[key] is None:
+                    continue
+                if key in base:
+                    merged[key] = _merge(base[key], child[key], base_pos, child_pos, path + (key,), out_pos)
+                else:
+                    merged[key] = child[key]
+                    _copy_positions(child_pos, path + (key,), out_pos)
+            else:
+                merged[key] = base[key]
+                _copy_positions(base_pos, path + (key,), out_pos)
+        out_pos[path] = child_pos.get(path, base_pos.get(path))
+        return merged
+    _copy_positions(child_pos, path, out_pos)
+    return child
+
+
+def _copy_positions(source: dict, prefix: SpecPath, out: dict) -> None:
+    n = len(prefix)
+    for p, pos in source.items():
+        if p[:n] == prefix:
+            out[p] = pos
+
+
+def _load_with_extends(path: Path, display: str, chain: List[Path]) -> LoadedYaml:
+    loaded = load_yaml_file(path, display)
+    if not isinstance(loaded.data, dict):
+        raise SpecError("a spec must be a mapping of keys to values", (), file=display, line=1, column=1)
+    parent = loaded.data.get("extends")
+    if parent is None:
+        return loaded
+    if not isinstance(parent, str):
+        raise locate(SpecError("`extends` must be a path to a base spec", ("extends",)), loaded.values, loaded.keys, display)
+    base_path = (path.parent / parent).resolve()
+    if base_path in chain or len(chain) >= MAX_EXTENDS_DEPTH:
+        raise locate(SpecError(f"`extends` forms a cycle or chain deeper than {MAX_EXTENDS_DEPTH}: {parent}", ("extends",)),
+                     loaded.values, loaded.keys, display)
+    if not base_path.is_file():
+        raise locate(SpecError(f"base spec not found: {parent}", ("extends",),
+                               hint="the path is relative to the file that names it"),
+                     loaded.values, loaded.keys, display)
+    base_display = str(Path(display).parent / parent)
+    base = _load_with_extends(base_path, base_display, chain + [base_path])
+    values: dict = {}
+    child_data = {k: v for k, v in loaded.data.items() if k != "extends"}
+    base_data = {k: v for k, v in base.data.items() if k != "extends"}
+    data = _merge(base_data, child_data, base.values, loaded.values, (), values)
+    keys = dict(base.keys)
+    keys.update(loaded.keys)
+    return LoadedYaml(data=data, file=display, values=values, keys=keys)
+
+
+def _scan_inline_secrets(data: object, path: SpecPath) -> None:
+    """Refuse secrets written into the spec: a plan, a log or a hyperparameter would carry them."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str) and key not in SECRET_REF_KEYS and SECRET_KEY.search(str(key)):
+                raise SpecError(
+                    f"`{key}` looks like a secret written inline",
+                    path + (key,),
+                    hint="secrets are given by reference: `secrets: {hf_token: {env: HF_TOKEN}}` or "
+                    "`{secrets_manager_arn: arn:aws:secretsmanager:...}`; the value is read at run time",
+                )
+            _scan_inline_secrets(value, path + (key,))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            _scan_inline_secrets(value, path + (i,))
+    elif isinstance(data, str):
+        for pattern, what in SECRET_PATTERNS:
+            if pattern.search(data):
+                raise SpecError(
+                    f"this value contains what looks like {what}",
+                    path,
+                    hint="never write secrets into a spec: reference them under `secrets:` "
+                    "(environment variable or Secrets Manager ARN)",
+                )
+
+
+def load_spec(path: Path, display: Optional[str] = None) -> LoadedSpec:
+    display = display or str(path)
+    loaded = _load_with_extends(path, display, [path.resolve()])
+    data = loaded.data
+    try:
+        _scan_inline_secrets(data, ())
+        if "apiVersion" not in data:
+            raise SpecError("missing `apiVersion`", (), hint="start the spec with `apiVersion: tunespec/v1`")
+        if data["apiVersion"] != "tunespec/v1":
+            raise SpecError(f"unsupported apiVersion {data['apiVersion']!r}", ("apiVersion",),
+                            hint="this tunespec reads `apiVersion: tunespec/v1`")
+        spec = Spec.model_validate(data)
+    except SpecError as error:
+        raise locate(error, loaded.values, loaded.keys, display) from None
+    except ValidationError as exc:
+        raise _from_validation_error(exc, data, loaded, display) from None
+    return LoadedSpec(spec=spec, data=data, file=display, path=path, positions=loaded.values, key_positions=loaded.keys)
+
+
+# --- pydantic errors → one SpecError -------------------------------------------------------------
+
+def _data_path(loc: tuple, data: object) -> SpecPath:
+    """Drop the union-member names pydantic puts into `loc` (they are not keys of the file)."""
+    path: list = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif isinstance(node, (dict, list)) and isinstance(part, str) and not _is_member_tag(part, node):
+            path.append(part)  # a missing or unknown key: still name it
+            node = None
+    return tuple(path)
+
+
+def _is_member_tag(part: str, node: object) -> bool:
+    if isinstance(node, dict) and any(node.get(k) == part for k in DISCRIMINATORS):
+        return True
+    return part[:1].isupper() or part.startswith(("list[", "literal[", "dict[", "str", "int", "function-"))
+
+
+def _model_at(loc: tuple, data: object) -> Optional[type]:
+    """The pydantic model class that validates the mapping at `loc` (for the list of allowed keys)."""
+    model: Optional[type] = Spec
+    node = data
+    for part in loc:
+        if model is None:
+            return None
+        if isinstance(part, int) or part not in model.model_fields:
+            if isinstance(node, list):
+                node = node[part] if isinstance(part, int) and part < len(node) else None
+                continue
+            return None if not _is_member_tag(str(part), node) else model
+        annotation = model.model_fields[part].annotation
+        node = node.get(part) if isinstance(node, dict) else None
+        model = _pick_model(annotation, node)
+    return model
+
+
+def _pick_model(annotation: object, node: object) -> Optional[type]:
+    candidates = [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    if isinstance(node, dict):
+        for cand in candidates:
+            for disc in DISCRIMINATORS:
+                field = cand.model_fields.get(disc)
+                if field is not None and node.get(disc) in typing.get_args(field.annotation):
+                    return cand
+        best = max(candidates, key=lambda c: len(set(node) & set(c.model_fields)))
+        return best
+    return None
+
+
+def _flatten(annotation: object) -> list:
+    args = typing.get_args(annotation)
+    if not args:
+        return [annotation]
+    out = []
+    for a in args:
+        out.extend(_flatten(a))
+    return out
+
+
+_TYPE_NAMES = {
+    "int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+    "string_type": "text", "dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping",
+    "int_from_float": "a whole number",
+}
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"text {value!r}"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "nothing" if value is None else type(value).__name__
+
+
+def _error_priority(err: dict) -> int:
+    # Report the most specific problem first: unknown keys and bad values before "missing".
+    order = {"extra_forbidden": 0, "union_tag_invalid": 1, "literal_error": 2, "missing": 5}
+    return order.get(err["type"], 3)
+
+
+def _from_validation_error(exc: ValidationError, data: dict, loaded: LoadedYaml, display: str) -> SpecError:
+    errors = sorted(exc.errors(include_url=False), key=_error_priority)
+    err = errors[0]
+    loc = tuple(err["loc"])
+    path = _data_path(loc, data)
+    kind = err["type"]
+    value = err.get("input")
+    ctx = err.get("ctx") or {}
+    hint = None
+    field = str(path[-1]) if path else "spec"
+    if kind == "extra_forbidden":
+        model = _model_at(loc[:-1], data)
+        allowed = sorted(model.model_fields) if model else []
+        close = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6)
+        message = f"unknown key `{field}`"
+        if close:
+            hint = f"did you mean `{close[0]}`?"
+        elif allowed:
+            hint = "allowed keys here: " + ", ".join(allowed)
+        error = SpecError(message, path, hint=hint)
+        pos = loaded.keys.get(path)
+        if pos:
+            error.file, error.line, error.column = pos
+        return locate(error, loaded.values, loaded.keys, display)
+    if kind == "missing":
+        message = f"missing required key `{field}`"
+        parent = path[:-1]
+        error = SpecError(message, path)
+        pos = loaded.keys.get(parent) or loaded.values.get(parent)
+        if pos:
+            error.file, error.line, error.column = pos
+        return locate(error, loaded.values, loaded.keys, display)
+    if kind == "literal_error" or kind == "union_tag_invalid":
+        expected = ctx.get("expected") or ctx.get("expected_tags") or ""
+        options = re.findall(r"'([^']*)'", str(expected)) or re.findall(r"\d+", str(expected))
+        got = value if kind == "literal_error" else ctx.get("tag")
+        if kind == "union_tag_invalid":
+            path = path + (ctx.get("discriminator", "").strip("'"),) if ctx.get("discriminator") else path
+            field = str(path[-1])
+        message = f"`{field}` must be one of {', '.join(options)}; got {_describe(got)}"
+        close = difflib.get_close_matches(str(got), options, n=1, cutoff=0.5)
+        hint = f"did you mean `{close[0]}`?" if close else None
+        return locate(SpecError(message, path, hint=hint), loaded.values, loaded.keys, display)
+    if kind == "union_tag_not_found":
+        disc = str(ctx.get("discriminator", "type")).strip("'")
+        model_hint = {"type": "backend `type`", "strategy": "distribution `strategy`"}.get(disc, disc)
+        return locate(SpecError(f"missing `{disc}`", path + (disc,), hint=f"set the {model_hint}"),
+                      loaded.values, loaded.keys, display)
+    if kind in _TYPE_NAMES:
+        message = f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
+        if isinstance(value, str) and kind in ("int_type", "float_type", "bool_type"):
+            hint = "remove the quotes around the value"
+        return locate(SpecError(message, path, hint=hint), loaded.values, loaded.keys, display)
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind == "string_pattern_mismatch":
+        message = f"{_describe(value)} is not a valid `{field}` (expected the pattern {ctx.get('pattern')})"
+    else:
+        message = message[0].lower() + message[1:] if message else message
+        if value is not None and not isinstance(value, (dict, list)) and kind not in ("value_error",):
+            message += f"; got {_describe(value)}"
+    return locate(SpecError(message, path, hint=hint), loaded.values, loaded.keys, display)
