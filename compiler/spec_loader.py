@@ -10,7 +10,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..schema import Spec
 from .errors import SpecError, SpecPath
-from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file
+from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file, load_yaml_text
 
 # Keys whose value selects the shape of the rest of the mapping: a child spec that changes one
 # replaces the inherited mapping instead of merging into it.
@@ -84,8 +84,8 @@ def _copy_positions(source: dict, prefix: SpecPath, out: dict) -> None:
             out[p] = pos
 
 
-def _load_with_extends(path: Path, display: str, chain: List[Path]) -> LoadedYaml:
-    loaded = load_yaml_file(path, display)
+def _load_with_extends(path: Path, display: str, chain: List[Path], text: Optional[str] = None) -> LoadedYaml:
+    loaded = load_yaml_text(text, display) if text is not None else load_yaml_file(path, display)
     if not isinstance(loaded.data, dict):
         raise SpecError("a spec must be a mapping of keys to values", (), file=display, line=1, column=1)
     parent = loaded.data.get("extends")
@@ -138,9 +138,11 @@ def _scan_inline_secrets(data: object, path: SpecPath) -> None:
                 )
 
 
-def load_spec(path: Path, display: Optional[str] = None) -> LoadedSpec:
+def load_spec(path: Path, display: Optional[str] = None, text: Optional[str] = None) -> LoadedSpec:
+    """Load, merge and validate a spec. `text` replaces the file's content (a spec from a git ref);
+    relative paths in it still resolve against `path`'s folder."""
     display = display or str(path)
-    loaded = _load_with_extends(path, display, [path.resolve()])
+    loaded = _load_with_extends(path, display, [path.resolve()], text)
     data = loaded.data
     try:
         _scan_inline_secrets(data, ())

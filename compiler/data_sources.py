@@ -1,0 +1,167 @@
+"""Where the data is and how much of it there is, without importing a data library.
+
+Local paths are resolved against the spec's folder and written relative to the current directory,
+so a plan made from the repository root is the same on every machine. Row and token counts of local
+text files feed the time estimate; tokens are approximated from characters (no tokenizer at plan
+time), which is what `tokens_per_example` in the spec overrides.
+"""
+import csv
+import json
+import os
+import string
+from pathlib import Path
+from typing import Optional
+
+from ..schema.data import DataSource, DataSpec
+from .errors import SpecError
+
+CHARS_PER_TOKEN = 3.8  # English text under BPE vocabularies of 32k-128k entries
+REMOTE_PREFIXES = ("s3://", "hub:", "pkg://")
+FORMATS_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+
+
+def source_kind(path: str) -> str:
+    if path.startswith("s3://"):
+        return "s3"
+    if path.startswith("hub:"):
+        return "hub"
+    if path.startswith("pkg://"):
+        return "package"
+    return "local"
+
+
+def resolve_path(path: str, base_dir: Path, cwd: Path) -> str:
+    if source_kind(path) != "local":
+        return path
+    resolved = (base_dir / path).resolve()
+    try:
+        return resolved.relative_to(cwd.resolve()).as_posix()
+    except ValueError:
+        return resolved.as_posix()
+
+
+def file_format(source: DataSource, field_path: tuple) -> Optional[str]:
+    if source.format:
+        return source.format
+    if source_kind(source.path) == "hub":
+        return None
+    suffix = Path(source.path.split("?")[0]).suffix.lower()
+    if suffix not in FORMATS_BY_SUFFIX:
+        raise SpecError(
+            f"cannot tell the format of {source.path!r} from its extension",
+            field_path + ("path",),
+            hint="set `format:` to one of json, jsonl, csv, tsv, parquet",
+        )
+    return FORMATS_BY_SUFFIX[suffix]
+
+
+def read_rows(path: Path, fmt: str):
+    """Rows of a local text file as dicts, with the 1-based line each starts on."""
+    if fmt in ("csv", "tsv"):
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
+            line = reader.line_num
+            for row in reader:
+                yield line + 1, row
+                line = reader.line_num
+    elif fmt == "jsonl":
+        with path.open(encoding="utf-8") as handle:
+            for number, text in enumerate(handle, 1):
+                if text.strip():
+                    yield number, json.loads(text)
+    elif fmt == "json":
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        for index, row in enumerate(rows if isinstance(rows, list) else [rows]):
+            yield index + 1, row
+
+
+def template_fields(template: str) -> list:
+    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+
+
+def text_of_row(row: dict, data: DataSpec) -> str:
+    fmt = data.format
+    if fmt.type == "template":
+        return fmt.prompt.format(**row) + fmt.completion.format(**row)
+    if fmt.type == "instruction":
+        return " ".join(str(row.get(c) or "") for c in (fmt.instruction, fmt.context, fmt.response) if c)
+    if fmt.type == "chat":
+        return " ".join(str(m.get("content", "")) for m in row.get(fmt.messages) or [])
+    return str(row.get(fmt.column) or "")
+
+
+def columns_needed(data: DataSpec) -> list:
+    fmt = data.format
+    if fmt.type == "template":
+        return sorted(set(template_fields(fmt.prompt) + template_fields(fmt.completion)))
+    if fmt.type == "instruction":
+        return [c for c in (fmt.instruction, fmt.response) if c]
+    if fmt.type == "chat":
+        return [fmt.messages]
+    return [fmt.column]
+
+
+def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], field_path: tuple) -> dict:
+    """Rows and mean characters per row of a local file; checks the columns the format uses."""
+    if fmt == "parquet":
+        return {"rows": None, "mean_chars": None}
+    needed = columns_needed(data)
+    rows = 0
+    chars = 0
+    try:
+        for line, row in read_rows(path, fmt):
+            if rows == 0:
+                missing = [c for c in needed if c not in row]
+                if missing:
+                    raise SpecError(
+                        f"{path.name} has no column {', '.join(repr(m) for m in missing)} "
+                        f"(it has: {', '.join(map(str, row))})",
+                        ("data", "format"),
+                        hint="name the file's columns in the format, or fix the file",
+                    )
+            chars += len(text_of_row(row, data))
+            rows += 1
+            if limit and rows >= limit:
+                break
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path.name} cannot be read as {fmt}: {exc}", field_path + ("path",)) from None
+    return {"rows": rows, "mean_chars": round(chars / rows, 1) if rows else 0}
+
+
+def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_dir: Path, cwd: Path) -> dict:
+    fmt = file_format(source, field_path)
+    kind = source_kind(source.path)
+    described = {
+        "path": resolve_path(source.path, base_dir, cwd),
+        "kind": kind,
+        "format": fmt,
+        "split": source.split,
+        "limit": source.limit,
+    }
+    if kind == "local":
+        local = (base_dir / source.path)
+        if not local.is_file():
+            raise SpecError(f"no such file: {source.path}", field_path + ("path",),
+                            hint=f"the path is relative to the spec's folder ({os.path.relpath(base_dir, cwd)})")
+        described["stats"] = local_stats(local, fmt, data, source.limit, field_path)
+    return described
+
+
+def validate_templates(data: DataSpec) -> None:
+    if data.format.type != "template":
+        return
+    for key in ("prompt", "completion"):
+        try:
+            template_fields(getattr(data.format, key))
+        except ValueError as exc:
+            raise SpecError(f"not a valid template: {exc}", ("data", "format", key),
+                            hint="placeholders are `{column}`; write a literal brace as `{{` or `}}`") from None
+
+
+def tokens_per_example(data: DataSpec, train: dict) -> Optional[float]:
+    if data.tokens_per_example:
+        return float(data.tokens_per_example)
+    stats = train.get("stats") or {}
+    if stats.get("mean_chars"):
+        return round(stats["mean_chars"] / CHARS_PER_TOKEN, 1)
+    return None

@@ -1,0 +1,307 @@
+"""Validated spec → plan: plain data that every renderer and backend reads, and nothing else does."""
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Optional
+
+from .. import __version__
+from ..schema.method import QuantizationSpec
+from . import catalog, data_sources, rules
+from .errors import SpecError
+from .spec_loader import LoadedSpec
+
+PLAN_FORMAT = "tunespec-plan/v1"
+PRECISION_FLAGS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16": False, "fp16": True},
+                   "fp32": {"bf16": False, "fp16": False}, "fp8": {"bf16": True, "fp16": False}}
+
+
+def canonical_json(value: object) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def model_source_kind(source: str) -> str:
+    if source.startswith("s3://"):
+        return "s3"
+    if source.startswith("pkg://"):
+        return "package"
+    if source.endswith(".gguf"):
+        return "gguf"
+    if source.startswith((".", "/", "~")):
+        return "local"
+    return "hub"
+
+
+def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:
+    spec = loaded.spec.model
+    base_dir = loaded.path.parent
+    arch = catalog.resolve_architecture(spec.source, spec.architecture, base_dir)
+    kind = model_source_kind(spec.source)
+    source = data_sources.resolve_path(spec.source, base_dir, cwd) if kind in ("local", "gguf") else spec.source
+    return {
+        "source": source,
+        "source_kind": kind,
+        "revision": spec.revision,
+        "trust_remote_code": spec.trust_remote_code,
+        "attn_implementation": spec.attn_implementation,
+        "offline": spec.offline,
+        "architecture": arch,
+    }
+
+
+def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
+    method = loaded.spec.method
+    rules.check_method(method)
+    lora = None
+    if method.lora is not None or method.type != "full":
+        from ..schema.method import LoraSpec
+
+        spec_lora = method.lora or LoraSpec()
+        lora = {
+            "r": spec_lora.r,
+            "alpha": spec_lora.alpha,
+            "dropout": spec_lora.dropout,
+            "target_modules": catalog.resolve_target_modules(arch, spec_lora.target_modules),
+            "include_experts": spec_lora.include_experts,
+            "bias": spec_lora.bias,
+            "use_dora": method.type == "dora",
+        }
+    quant = None
+    if method.type == "qlora":
+        quant = (method.quantization or QuantizationSpec()).model_dump()
+    return {"type": method.type, "lora": lora, "quantization": quant}
+
+
+def _devices_section(loaded: LoadedSpec) -> dict:
+    backend = loaded.spec.backend
+    if backend.type == "local":
+        if backend.device == "cpu" or (backend.device == "auto" and not backend.hardware):
+            return {"kind": "cpu", "accelerator": "cpu", "memory_gib": None, "per_node": 1, "nodes": 1,
+                    "world_size": 1, "instance_type": None, "peak_tflops": None}
+        if not backend.hardware:
+            raise SpecError("a CUDA run needs the hardware it plans for", ("backend", "hardware"),
+                            hint="name this machine's instance type (e.g. ml.g5.12xlarge) or GPU (e.g. h100-80gb)")
+        hw = catalog.lookup_instance(backend.hardware, ("backend", "hardware"))
+        count = backend.gpus or hw["accelerators_per_instance"]
+        return _devices_from_hardware(hw, backend.hardware, count, 1)
+    hw = catalog.lookup_instance(backend.instance_type, ("backend", "instance_type"))
+    if backend.type == "sagemaker":
+        return _devices_from_hardware(hw, backend.instance_type, hw["accelerators_per_instance"], backend.instance_count)
+    if backend.accelerator == "cpu":
+        per_node = backend.processes_per_node or 1
+        return {"kind": "cpu", "accelerator": "cpu", "memory_gib": None, "per_node": per_node,
+                "nodes": backend.nodes, "world_size": per_node * backend.nodes,
+                "instance_type": backend.instance_type, "peak_tflops": None}
+    rules.check_accelerator_matches(backend.accelerator, hw, backend.instance_type)
+    return _devices_from_hardware(hw, backend.instance_type, hw["accelerators_per_instance"], backend.nodes)
+
+
+def _devices_from_hardware(hw: dict, name: str, per_node: int, nodes: int) -> dict:
+    kind = hw["kind"]
+    if kind == "trainium":
+        # One process per NeuronCore: that is what torchrun starts on Trainium.
+        per_node = hw["neuron_cores"]
+        memory = hw["memory_gib"] * hw["accelerators_per_instance"] / hw["neuron_cores"]
+    else:
+        memory = hw["memory_gib"]
+    return {"kind": kind, "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
+            "nodes": nodes, "world_size": per_node * nodes, "instance_type": name if name.startswith("ml.") else None,
+            "peak_tflops": hw.get("peak_bf16_tflops"), "hardware": name}
+
+
+def _parallel_section(loaded: LoadedSpec, devices: dict, arch: dict) -> dict:
+    dist = loaded.spec.distribution
+    world = devices["world_size"]
+    settings = dist.model_dump(exclude={"strategy"})
+    parallel = {"strategy": dist.strategy, "processes_per_node": devices["per_node"], "world_size": world,
+                "data_parallel": world, "tensor_parallel": 1, "expert_parallel": 1, "shard_degree": 1,
+                "pipeline_stages": 1, "settings": settings}
+    if dist.strategy in ("none", "device_map"):
+        parallel.update(processes_per_node=1, world_size=1, data_parallel=1)
+        if dist.strategy == "device_map":
+            parallel["pipeline_stages"] = devices["per_node"]
+    elif dist.strategy == "fsdp":
+        parallel["shard_degree"] = {"full_shard": world, "shard_grad_op": world, "no_shard": 1,
+                                    "hybrid_shard": devices["per_node"]}[dist.sharding]
+    elif dist.strategy == "smp":
+        parallel["expert_parallel"] = dist.expert_parallel_degree
+        parallel["tensor_parallel"] = dist.tensor_parallel_degree
+        parallel["data_parallel"] = world // dist.tensor_parallel_degree
+        parallel["shard_degree"] = dist.hybrid_shard_degree or world // dist.tensor_parallel_degree
+    elif dist.strategy == "neuron":
+        parallel["tensor_parallel"] = dist.tensor_parallel_degree
+        parallel["pipeline_stages"] = dist.pipeline_parallel_degree
+        parallel["data_parallel"] = world // (dist.tensor_parallel_degree * dist.pipeline_parallel_degree)
+    return parallel
+
+
+def _data_section(loaded: LoadedSpec, cwd: Path) -> dict:
+    data = loaded.spec.data
+    base_dir = loaded.path.parent
+    data_sources.validate_templates(data)
+    train = data_sources.describe_source(data.train, ("data", "train"), data, base_dir, cwd)
+    evaluation = (data_sources.describe_source(data.eval, ("data", "eval"), data, base_dir, cwd)
+                  if data.eval else None)
+    rows = data.num_examples or (train.get("stats") or {}).get("rows")
+    return {
+        "train": train,
+        "eval": evaluation,
+        "eval_fraction": data.eval_fraction,
+        "format": data.format.model_dump(),
+        "max_seq_length": data.max_seq_length,
+        "packing": data.packing,
+        "completion_only_loss": data.completion_only_loss and data.format.type != "text",
+        "num_examples": rows,
+        "tokens_per_example": data_sources.tokens_per_example(data, train),
+    }
+
+
+def _batch_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
+    training = loaded.spec.training
+    global_batch = training.micro_batch_size * training.gradient_accumulation * parallel["data_parallel"]
+    seq = data["max_seq_length"]
+    if data["packing"] or data["format"]["type"] == "text" or not data["tokens_per_example"]:
+        tokens_per_sequence = seq
+    else:
+        tokens_per_sequence = min(seq, data["tokens_per_example"])
+    batch = {
+        "micro_batch_size": training.micro_batch_size,
+        "gradient_accumulation": training.gradient_accumulation,
+        "data_parallel": parallel["data_parallel"],
+        "global_batch_size": global_batch,
+        "sequence_length": seq,
+        "tokens_per_step": int(global_batch * tokens_per_sequence),
+        "steps_per_epoch": None,
+        "total_steps": training.max_steps,
+    }
+    rows, per_example = data["num_examples"], data["tokens_per_example"]
+    if rows and per_example:
+        train_rows = rows * (1 - (data["eval_fraction"] or 0))
+        sequences = math.ceil(train_rows * per_example / seq) if (data["packing"] or data["format"]["type"] == "text") \
+            else train_rows
+        batch["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
+        if training.epochs:
+            batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * training.epochs)
+    return batch
+
+
+def _trainer_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
+    t = loaded.spec.training
+    tracking = loaded.spec.tracking
+    report_to = [name for name, on in (("tensorboard", tracking.tensorboard), ("wandb", tracking.wandb),
+                                       ("mlflow", tracking.mlflow)) if on]
+    has_eval = data["eval"] is not None or data["eval_fraction"] is not None
+    trainer = {
+        "num_train_epochs": t.epochs if t.epochs else 1.0,
+        "max_steps": t.max_steps or -1,
+        "per_device_train_batch_size": t.micro_batch_size,
+        "per_device_eval_batch_size": t.micro_batch_size,
+        "gradient_accumulation_steps": t.gradient_accumulation,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler,
+        "warmup_ratio": t.warmup_ratio,
+        "weight_decay": t.weight_decay,
+        "max_grad_norm": t.max_grad_norm,
+        "optim": t.optimizer,
+        "adam_beta1": t.adam_beta1,
+        "adam_beta2": t.adam_beta2,
+        **PRECISION_FLAGS[t.precision],
+        "tf32": t.tf32,
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "use_liger_kernel": t.liger_kernels,
+        "seed": t.seed,
+        "save_strategy": "steps" if t.checkpoint_every_steps else "epoch",
+        "save_steps": t.checkpoint_every_steps,
+        "save_total_limit": t.checkpoints_to_keep,
+        "eval_strategy": ("steps" if t.eval_every_steps else "epoch") if has_eval else "no",
+        "eval_steps": t.eval_every_steps,
+        "logging_steps": t.logging_every_steps,
+        "report_to": report_to,
+        "max_length": data["max_seq_length"],
+        "packing": data["packing"],
+        "completion_only_loss": data["completion_only_loss"],
+        "fsdp": "",
+        "fsdp_config": None,
+    }
+    dist = loaded.spec.distribution
+    if dist.strategy == "fsdp":
+        words = [dist.sharding] + (["auto_wrap"] if dist.auto_wrap else []) + (["offload"] if dist.offload_params else [])
+        trainer["fsdp"] = " ".join(words)
+        trainer["fsdp_config"] = {
+            "backward_prefetch": dist.backward_prefetch if dist.backward_prefetch != "none" else None,
+            "forward_prefetch": dist.forward_prefetch,
+            "use_orig_params": dist.use_orig_params,
+            "cpu_ram_efficient_loading": dist.cpu_ram_efficient_loading,
+            "activation_checkpointing": False,
+        }
+    return trainer
+
+
+def _launch_section(parallel: dict, devices: dict) -> dict:
+    if parallel["strategy"] == "neuron":
+        launcher = "neuron"
+    elif parallel["processes_per_node"] > 1 or devices["nodes"] > 1:
+        launcher = "torchrun"
+    else:
+        launcher = "python"
+    return {"launcher": launcher, "nnodes": devices["nodes"], "processes_per_node": parallel["processes_per_node"],
+            "module": "tunespec.runtime.train_neuron" if launcher == "neuron" else "tunespec.runtime.train"}
+
+
+def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:
+    backend = loaded.spec.backend
+    if backend.type == "sagemaker":
+        from .backend_sagemaker import compile_sagemaker
+
+        return compile_sagemaker(plan, backend.model_dump())
+    if backend.type == "hyperpod-slurm":
+        from .backend_slurm import compile_slurm
+
+        return compile_slurm(plan, backend.model_dump())
+    return {"type": "local", "device": backend.device, "run_dir": backend.run_dir.format(name=plan["spec"]["name"]),
+            "files": {}}
+
+
+def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None) -> dict:
+    """Compile a loaded spec into the plan. Raises SpecError (with its position) for specs that cannot run."""
+    cwd = cwd or Path.cwd()
+    try:
+        return _build(loaded, cwd)
+    except SpecError as error:
+        raise loaded.locate(error) from None
+
+
+def _build(loaded: LoadedSpec, cwd: Path) -> dict:
+    spec = loaded.spec
+    spec_json = spec.model_dump(mode="json", exclude={"extends"})
+    plan: dict = {
+        "format": PLAN_FORMAT,
+        "tunespec_version": __version__,
+        "spec": {"name": spec.name, "description": spec.description, "hash": digest(spec_json)},
+    }
+    plan["model"] = _model_section(loaded, cwd)
+    arch = plan["model"]["architecture"]
+    plan["method"] = _method_section(loaded, arch)
+    plan["model"]["parameters"] = {**catalog.count_parameters(arch),
+                                   "trainable": catalog.count_trainable(arch, plan["method"])}
+    plan["devices"] = _devices_section(loaded)
+    plan["parallel"] = _parallel_section(loaded, plan["devices"], arch)
+    plan["data"] = _data_section(loaded, cwd)
+    plan["batch"] = _batch_section(loaded, plan["parallel"], plan["data"])
+    plan["trainer"] = _trainer_section(loaded, plan["parallel"], plan["data"])
+    plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
+    plan["tracking"] = spec.tracking.model_dump()
+    plan["outputs"] = spec.outputs.model_dump()
+    plan["secrets"] = {k: v for k, v in spec.secrets.model_dump(exclude_none=True).items()}
+    plan["warnings"] = rules.check_plan(spec, plan)
+    plan["backend"] = _compile_backend(loaded, plan)
+    from .estimate import estimate
+
+    plan["estimates"] = estimate(plan)
+    plan["warnings"] = sorted(plan["warnings"] + plan["estimates"].pop("warnings", []),
+                              key=lambda w: (w["code"], w["message"]))
+    return plan

@@ -1,0 +1,243 @@
+"""Cross-field rules: combinations the schema alone cannot refuse, found before anything is queued.
+
+Each rule takes the validated spec and the plan built so far, raises SpecError for a spec that
+cannot run, and returns warnings (dicts with `code` and `message`) for one that runs badly.
+`RULES` is the plain list `check_plan` walks.
+"""
+from typing import Callable, List
+
+from ..schema import Spec
+from ..schema.method import MethodSpec
+from .errors import SpecError
+
+BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma")
+
+
+def warning(code: str, message: str) -> dict:
+    return {"code": code, "message": message}
+
+
+def check_method(method: MethodSpec) -> None:
+    if method.type == "full" and method.lora is not None:
+        raise SpecError("`lora` settings are given but the method is `full`", ("method", "lora"),
+                        hint="use `type: lora` (or qlora/dora), or remove the `lora` block")
+    if method.quantization is not None and method.type != "qlora":
+        raise SpecError(f"quantized weights need `type: qlora`, not `{method.type}`", ("method", "quantization"),
+                        hint="set `method.type: qlora`, or remove the `quantization` block")
+
+
+def check_accelerator_matches(accelerator: str, hw: dict, name: str) -> None:
+    if (accelerator == "trainium") != (hw["kind"] == "trainium"):
+        raise SpecError(f"`accelerator: {accelerator}` does not match {name}, which has {hw['accelerator']}",
+                        ("backend", "accelerator"),
+                        hint=f"set `accelerator: {'trainium' if hw['kind'] == 'trainium' else 'gpu'}`")
+
+
+def bitsandbytes_needs_cuda(spec: Spec, plan: dict) -> List[dict]:
+    kind = plan["devices"]["kind"]
+    if kind == "cuda":
+        return []
+    where = "Trainium" if kind == "trainium" else "a CPU"
+    if spec.method.type == "qlora":
+        raise SpecError(f"QLoRA's 4-bit weights (bitsandbytes) need CUDA GPUs; this plan runs on {where}",
+                        ("method", "type"), hint="use `type: lora` here, or run on a GPU instance")
+    if spec.training.optimizer in BNB_OPTIMIZERS:
+        raise SpecError(f"the `{spec.training.optimizer}` optimizer comes from bitsandbytes and needs CUDA GPUs; "
+                        f"this plan runs on {where}", ("training", "optimizer"), hint="use `adamw_torch`")
+    return []
+
+
+def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
+    devices, precision = plan["devices"], spec.training.precision
+    if devices["kind"] == "cpu":
+        if precision in ("fp16", "fp8"):
+            raise SpecError(f"`{precision}` training is not available on a CPU", ("training", "precision"),
+                            hint="use `fp32` (or `bf16`) on a CPU")
+        if spec.training.liger_kernels:
+            raise SpecError("Liger kernels are Triton/CUDA kernels; this plan runs on a CPU",
+                            ("training", "liger_kernels"), hint="set `liger_kernels: false`")
+        if spec.model.attn_implementation == "flash_attention_2":
+            raise SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"), hint="use `sdpa`")
+        return []
+    hw_name = devices.get("hardware", "")
+    from . import catalog
+
+    hw = catalog.lookup_instance(hw_name, ("backend",))
+    if precision == "bf16" and not hw.get("supports_bf16", True):
+        raise SpecError(f"{hw['accelerator']} has no bfloat16 support", ("training", "precision"),
+                        hint="use `fp16` on this hardware, or a newer instance (A10G, A100, H100)")
+    if precision == "fp8" and not hw.get("supports_fp8", False):
+        raise SpecError(f"{hw['accelerator']} has no FP8 tensor cores", ("training", "precision"),
+                        hint="use `bf16`, or H100/H200 instances (ml.p5.48xlarge)")
+    if spec.method.type == "qlora" and spec.method.quantization and precision in ("bf16", "fp16"):
+        compute = spec.method.quantization.compute_dtype
+        if compute != precision:
+            return [warning("qlora-compute-dtype",
+                            f"4-bit compute dtype {compute} differs from training precision {precision}")]
+    return []
+
+
+def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
+    dist = spec.distribution
+    if dist.strategy not in ("fsdp", "ddp"):
+        return []
+    out = []
+    if plan["devices"]["kind"] == "trainium":
+        raise SpecError(f"{dist.strategy} is for GPUs; Trainium runs use `strategy: neuron`",
+                        ("distribution", "strategy"), hint="set `distribution.strategy: neuron`")
+    if plan["parallel"]["world_size"] == 1:
+        out.append(warning("single-process-distribution",
+                           f"`{dist.strategy}` over a single process shards and synchronises nothing"))
+    quant = spec.method.quantization
+    if dist.strategy == "fsdp" and spec.method.type == "qlora":
+        storage = quant.storage_dtype if quant else "uint8"
+        compute = quant.compute_dtype if quant else "bf16"
+        if storage != compute:
+            raise SpecError(
+                f"FSDP shards QLoRA's packed 4-bit weights only when their storage dtype equals the compute "
+                f"dtype; storage is {storage}, compute is {compute}",
+                ("method", "quantization", "storage_dtype"),
+                hint=f"set `storage_dtype: {compute}`",
+            )
+    return out
+
+
+def smp_rules(spec: Spec, plan: dict) -> List[dict]:
+    dist = spec.distribution
+    if dist.strategy != "smp":
+        return []
+    if spec.backend.type != "sagemaker":
+        raise SpecError("SMP v2 (torch.sagemaker) runs only in SageMaker training jobs",
+                        ("distribution", "strategy"), hint="use `backend.type: sagemaker`, or `strategy: fsdp`")
+    world = plan["parallel"]["world_size"]
+    experts = plan["model"]["architecture"].get("num_local_experts") or 0
+    ep, hsd = dist.expert_parallel_degree, dist.hybrid_shard_degree
+    if ep > 1:
+        if not experts:
+            raise SpecError(f"expert parallelism needs a mixture-of-experts model; "
+                            f"{plan['model']['architecture']['name']} has no experts",
+                            ("distribution", "expert_parallel_degree"), hint="set `expert_parallel_degree: 1`")
+        if experts % ep:
+            raise SpecError(f"expert_parallel_degree {ep} does not divide the model's {experts} experts",
+                            ("distribution", "expert_parallel_degree"),
+                            hint="use a divisor of " + str(experts) + ": " +
+                            ", ".join(str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0))
+        if world % ep:
+            raise SpecError(f"expert_parallel_degree {ep} does not divide the world size {world}",
+                            ("distribution", "expert_parallel_degree"), hint="use a divisor of the world size")
+    if hsd and hsd * ep > world:
+        raise SpecError(f"hybrid_shard_degree × expert_parallel_degree = {hsd} × {ep} = {hsd * ep} exceeds the "
+                        f"world size {world}", ("distribution", "hybrid_shard_degree"),
+                        hint=f"use hybrid_shard_degree ≤ {world // ep}")
+    if hsd and (world // ep) % hsd:
+        raise SpecError(f"hybrid_shard_degree {hsd} does not divide world size / expert_parallel_degree = {world // ep}",
+                        ("distribution", "hybrid_shard_degree"), hint="use a divisor of " + str(world // ep))
+    if world % dist.tensor_parallel_degree:
+        raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the world size {world}",
+                        ("distribution", "tensor_parallel_degree"))
+    return []
+
+
+def neuron_rules(spec: Spec, plan: dict) -> List[dict]:
+    dist, devices = spec.distribution, plan["devices"]
+    on_trainium = devices["kind"] == "trainium"
+    if dist.strategy == "neuron" and not on_trainium:
+        raise SpecError(f"`strategy: neuron` needs Trainium instances; this plan runs on {devices['accelerator']}",
+                        ("distribution", "strategy"), hint="use an ml.trn1 instance, or `strategy: fsdp` on GPUs")
+    if on_trainium and dist.strategy != "neuron":
+        raise SpecError("Trainium runs need `distribution.strategy: neuron`", ("distribution", "strategy"),
+                        hint="set `strategy: neuron` with a tensor_parallel_degree")
+    if not on_trainium:
+        return []
+    cores = devices["per_node"]
+    tp = dist.tensor_parallel_degree * dist.pipeline_parallel_degree
+    if cores % tp:
+        divisors = [d for d in (1, 2, 4, 8, 16, 32) if cores % d == 0]
+        raise SpecError(f"tensor_parallel_degree × pipeline_parallel_degree = {tp} does not divide the "
+                        f"{cores} NeuronCores of a node", ("distribution", "tensor_parallel_degree"),
+                        hint="use one of " + ", ".join(map(str, divisors)))
+    if dist.tensor_parallel_degree > 1 and (plan["model"]["architecture"]["num_attention_heads"] %
+                                            dist.tensor_parallel_degree):
+        raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the model's "
+                        f"attention heads", ("distribution", "tensor_parallel_degree"))
+    if spec.model.attn_implementation == "flash_attention_2":
+        raise SpecError("flash_attention_2 is a CUDA kernel", ("model", "attn_implementation"), hint="use `sdpa`")
+    return []
+
+
+def device_map_rules(spec: Spec, plan: dict) -> List[dict]:
+    if spec.distribution.strategy != "device_map":
+        return []
+    if plan["devices"]["kind"] != "cuda":
+        raise SpecError("`device_map` places layers over CUDA GPUs; this plan has none",
+                        ("distribution", "strategy"), hint="use `strategy: none` on a CPU")
+    if spec.backend.type != "local":
+        return [warning("device-map-remote", "device_map runs one process; the other GPUs wait on each layer")]
+    return [warning("device-map-sequential",
+                    "device_map pipelines layers without overlap: only one GPU computes at a time")]
+
+
+def single_process_gpus(spec: Spec, plan: dict) -> List[dict]:
+    devices = plan["devices"]
+    if spec.distribution.strategy == "none" and devices["kind"] == "cuda" and devices["world_size"] > 1:
+        return [warning("idle-gpus", f"`strategy: none` uses 1 of the {devices['world_size']} GPUs; "
+                                     "use ddp or fsdp to use them all")]
+    return []
+
+
+def sequence_fits_model(spec: Spec, plan: dict) -> List[dict]:
+    limit = plan["model"]["architecture"].get("max_position_embeddings")
+    if limit and spec.data.max_seq_length > limit:
+        raise SpecError(f"max_seq_length {spec.data.max_seq_length} exceeds the model's context of {limit} tokens",
+                        ("data", "max_seq_length"), hint=f"use at most {limit}")
+    return []
+
+
+def evaluation_has_data(spec: Spec, plan: dict) -> List[dict]:
+    data = spec.data
+    if data.eval is not None and data.eval_fraction is not None:
+        raise SpecError("give either `eval` or `eval_fraction`, not both", ("data", "eval_fraction"))
+    if spec.training.eval_every_steps and data.eval is None and data.eval_fraction is None:
+        raise SpecError("`eval_every_steps` is set but there is no evaluation data", ("training", "eval_every_steps"),
+                        hint="add `data.eval` or `data.eval_fraction`")
+    return []
+
+
+def moe_quantization_trap(spec: Spec, plan: dict) -> List[dict]:
+    arch = plan["model"]["architecture"]
+    if spec.method.type == "qlora" and arch.get("num_local_experts"):
+        return [warning("moe-experts-not-quantized",
+                        "transformers 5 stores MoE experts as fused 3-D parameters that bitsandbytes does not "
+                        "quantize: under QLoRA the experts stay in bf16 (most of the model's weights)")]
+    return []
+
+
+def gated_model_needs_token(spec: Spec, plan: dict) -> List[dict]:
+    if plan["model"]["source_kind"] == "hub" and spec.model.source.startswith(GATED_PREFIXES) \
+            and spec.secrets.hf_token is None and not spec.model.offline:
+        return [warning("gated-model-token", f"{spec.model.source} is gated on the Hugging Face hub; "
+                                             "add `secrets.hf_token` (an env var or a Secrets Manager ARN)")]
+    return []
+
+
+RULES: List[Callable[[Spec, dict], List[dict]]] = [
+    bitsandbytes_needs_cuda,
+    precision_fits_hardware,
+    fsdp_rules,
+    smp_rules,
+    neuron_rules,
+    device_map_rules,
+    single_process_gpus,
+    sequence_fits_model,
+    evaluation_has_data,
+    moe_quantization_trap,
+    gated_model_needs_token,
+]
+
+
+def check_plan(spec: Spec, plan: dict) -> List[dict]:
+    found: List[dict] = []
+    for rule in RULES:
+        found.extend(rule(spec, plan))
+    return found

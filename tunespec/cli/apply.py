@@ -1,0 +1,29 @@
+"""`tunespec apply [SPEC | PLAN_DIR]`: run a plan on its backend (the embedded default with no argument)."""
+from pathlib import Path
+
+from .console import out
+from .plan_source import DEFAULT_SPEC, load_plan_argument
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser("apply", help="run a spec or a saved plan folder on its backend")
+    parser.add_argument("target", nargs="?", help=f"spec file or plan folder (default: the embedded {DEFAULT_SPEC})")
+    parser.add_argument("--run-dir", help="local backend: folder of the run (default from the plan)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    plan, plan_dir = load_plan_argument(args.target)
+    backend = plan["backend"]["type"]
+    out.print(f"Applying plan [bold]{plan['spec']['name']}[/] (spec {plan['spec']['hash'][:12]}) on {backend}")
+    if backend == "local":
+        from ..runtime.local import apply_local
+
+        return apply_local(plan, Path(args.run_dir or plan["backend"]["run_dir"]), out)
+    if backend == "sagemaker":
+        from ..runtime.sagemaker import apply_sagemaker
+
+        return apply_sagemaker(plan, plan_dir, out)
+    from ..runtime.slurm import apply_slurm
+
+    return apply_slurm(plan, plan_dir, out)
