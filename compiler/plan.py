@@ -108,7 +108,7 @@ def _devices_from_hardware(hw: dict, name: str, per_node: int, nodes: int) -> di
         memory = hw["memory_gib"] * hw["accelerators_per_instance"] / hw["neuron_cores"]
     else:
         memory = hw["memory_gib"]
-    return {"kind": kind, "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
+    return {"kind": kind, "accelerator": hw.get("accelerator_name") or hw["accelerator"], "memory_gib": memory, "per_node": per_node,
             "nodes": nodes, "world_size": per_node * nodes, "instance_type": name if name.startswith("ml.") else None,
             "peak_tflops": hw.get("peak_bf16_tflops"), "hardware": name}
 
