@@ -30,6 +30,18 @@ def source_kind(path: str) -> str:
     return "local"
 
 
+def package_file(uri: str, field_path: tuple = ()) -> Path:
+    """`pkg://DISTRIBUTION/PATH` → the file PATH inside the installed distribution."""
+    from importlib import metadata
+
+    distribution, _, relative = uri[len("pkg://"):].partition("/")
+    try:
+        return Path(str(metadata.distribution(distribution).locate_file(relative)))
+    except metadata.PackageNotFoundError:
+        raise SpecError(f"the Python package `{distribution}` is not installed", field_path,
+                        hint=f"install it (`pip install {distribution}`) or point to the file directly") from None
+
+
 def resolve_path(path: str, base_dir: Path, cwd: Path) -> str:
     if source_kind(path) != "local":
         return path
@@ -138,8 +150,8 @@ def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_
         "split": source.split,
         "limit": source.limit,
     }
-    if kind == "local":
-        local = (base_dir / source.path)
+    if kind in ("local", "package"):
+        local = package_file(source.path, field_path + ("path",)) if kind == "package" else base_dir / source.path
         if not local.is_file():
             raise SpecError(f"no such file: {source.path}", field_path + ("path",),
                             hint=f"the path is relative to the spec's folder ({os.path.relpath(base_dir, cwd)})")
