@@ -104,8 +104,9 @@ def _devices_from_hardware(hw: dict, name: str, per_node: int, nodes: int) -> di
     kind = hw["kind"]
     if kind == "trainium":
         # One process per NeuronCore: that is what torchrun starts on Trainium.
-        per_node = hw["neuron_cores"]
-        memory = hw["memory_gib"] * hw["accelerators_per_instance"] / hw["neuron_cores"]
+        # The catalog's `neuron_cores` and `memory_gib` are per chip; an instance has several chips.
+        per_node = hw["neuron_cores"] * hw["accelerators_per_instance"]
+        memory = hw["memory_gib"] / hw["neuron_cores"]
     else:
         memory = hw["memory_gib"]
     return {"kind": kind, "accelerator": hw.get("accelerator_name") or hw["accelerator"], "memory_gib": memory, "per_node": per_node,
