@@ -405,7 +405,9 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
         peak_bf16_tflops=accelerator["peak_bf16_tflops"],
         supports_bf16=accelerator["supports_bf16"],
         memory_bandwidth_gbps=accelerator["memory_bandwidth_gbps"],
-        neuron_cores=accelerator.get("neuron_cores"),
+        # NeuronCores of the whole instance: one training process each.
+        neuron_cores=accelerator["neuron_cores"] * entry["accelerators_per_instance"]
+        if accelerator.get("neuron_cores") else None,
         price_source=hardware["price_source"].get(entry["market"]),
         price_date=hardware["price_date"] if entry["market"] != "local" else None,
     )

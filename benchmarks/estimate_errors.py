@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Replays the measured training steps (benchmarks/measurements/*.json) through the estimator and
+prints estimated against measured peak memory and tokens/s, case by case.
+
+    python benchmarks/estimate_errors.py [MEASUREMENTS.json ...] [--markdown]
+
+tests/test_estimate_replay.py runs the same replay and fails past the bounds below. `make_plan`
+builds the plan sections the estimator reads (docs/design.md) without a spec file.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import sys
+
+from tunespec.compiler import catalog
+from tunespec.compiler.estimate import estimate
+
+MEASUREMENTS = pathlib.Path(__file__).parent / "measurements"
+MEMORY_BOUND = 0.10
+SPEED_BOUND = 0.20
+
+
+def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", dropout: float = 0.05,
+              include_experts: bool = False, micro: int = 1, seq: int = 2048, accumulation: int = 1,
+              checkpointing: bool = False, hardware: str = "h100-80gb", nodes: int = 1,
+              strategy: str = "none", sharding: str = "full_shard", tensor_parallel: int = 1,
+              expert_parallel: int = 1, optim: str = "adamw_torch", attn: str = "sdpa", liger: bool = False,
+              num_examples: int | None = None, tokens_per_example: int | None = None, epochs: float = 1.0,
+              max_steps: int | None = None, packing: bool = True) -> dict:
+    """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out."""
+    arch = catalog.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
+    lora = None
+    if method != "full":
+        lora = {"r": r, "alpha": 2 * r, "dropout": dropout, "bias": "none", "include_experts": include_experts,
+                "use_dora": method == "dora", "target_modules": catalog.resolve_target_modules(arch, targets)}
+    quant = ({"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16",
+              "storage_dtype": "uint8"} if method == "qlora" else None)
+    method_section = {"type": method, "lora": lora, "quantization": quant}
+
+    hw = catalog.lookup_instance(hardware)
+    per_node = hw["neuron_cores"] if hw["kind"] == "trainium" else hw["accelerators_per_instance"]
+    memory = hw["memory_gib"] * hw["accelerators_per_instance"] / per_node if hw["kind"] == "trainium" \
+        else hw["memory_gib"]
+    world = per_node * nodes
+    devices = {"kind": hw["kind"], "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
+               "nodes": nodes, "world_size": world, "hardware": hardware, "peak_tflops": hw["peak_bf16_tflops"],
+               "instance_type": hardware if hardware.startswith("ml.") else None}
+    parallel = {"strategy": strategy, "processes_per_node": per_node, "world_size": world, "data_parallel": world,
+                "tensor_parallel": 1, "expert_parallel": 1, "shard_degree": 1, "pipeline_stages": 1,
+                "settings": {"sharding": sharding} if strategy == "fsdp" else {}}
+    if strategy in ("none", "device_map"):
+        parallel.update(processes_per_node=1, world_size=1, data_parallel=1)
+        if strategy == "device_map":
+            parallel["pipeline_stages"] = per_node
+    elif strategy == "fsdp":
+        parallel["shard_degree"] = {"full_shard": world, "shard_grad_op": world, "no_shard": 1,
+                                    "hybrid_shard": per_node}[sharding]
+    elif strategy in ("smp", "neuron"):
+        parallel.update(tensor_parallel=tensor_parallel, expert_parallel=expert_parallel,
+                        data_parallel=world // tensor_parallel, shard_degree=world // tensor_parallel)
+
+    global_batch = micro * accumulation * parallel["data_parallel"]
+    batch = {"micro_batch_size": micro, "gradient_accumulation": accumulation,
+             "data_parallel": parallel["data_parallel"], "global_batch_size": global_batch,
+             "sequence_length": seq, "tokens_per_step": global_batch * seq, "steps_per_epoch": None,
+             "total_steps": max_steps}
+    if num_examples and tokens_per_example:
+        sequences = math.ceil(num_examples * tokens_per_example / seq) if packing else num_examples
+        batch["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
+        if max_steps is None:
+            batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * epochs)
+    return {
+        "model": {"architecture": arch, "attn_implementation": attn,
+                  "parameters": {**catalog.count_parameters(arch),
+                                 "trainable": catalog.count_trainable(arch, method_section)}},
+        "method": method_section,
+        "data": {"max_seq_length": seq, "packing": packing, "num_examples": num_examples,
+                 "tokens_per_example": tokens_per_example, "eval_fraction": None},
+        "devices": devices,
+        "parallel": parallel,
+        "trainer": {"per_device_train_batch_size": micro, "gradient_accumulation_steps": accumulation,
+                    "optim": optim, "bf16": True, "fp16": False, "gradient_checkpointing": checkpointing,
+                    "use_liger_kernel": liger, "max_steps": max_steps or -1, "num_train_epochs": epochs},
+        "batch": batch,
+    }
+
+
+def plan_from_case(case: dict, hardware: str) -> dict:
+    """The plan of one measured case: its model shape (with the layers it was built with) and setup."""
+    config = dict(case["config"], num_hidden_layers=case["layers_built"])
+    arch = catalog.normalise_config(config)
+    arch["name"] = case["arch_name"]
+    return make_plan(arch, case["method"], r=case.get("lora_r") or 16, dropout=case.get("lora_dropout") or 0.0,
+                     micro=case["micro_batch"], seq=case["seq_len"], checkpointing=case["gradient_checkpointing"],
+                     hardware=hardware, optim=case.get("optimizer", "adamw_torch"),
+                     attn=case.get("attn_implementation", "sdpa"))
+
+
+def hardware_of(measurements: dict) -> str:
+    device = measurements["device"].lower()
+    for name, needle in (("h200-141gb", "h200"), ("h100-80gb", "h100"), ("a100-80gb", "a100-sxm4-80"),
+                         ("a100-40gb", "a100"), ("l40s-48gb", "l40s"), ("a10g-24gb", "a10g"), ("l4-24gb", "l4")):
+        if needle in device:
+            return name
+    raise ValueError(f"no hardware catalog entry for measured device {measurements['device']!r}")
+
+
+def replay(paths=None) -> list:
+    """One row per measured case that ran (no OOM, no error): estimated vs measured."""
+    rows = []
+    for path in paths or sorted(MEASUREMENTS.glob("*.json")):
+        measurements = json.loads(pathlib.Path(path).read_text())
+        hardware = hardware_of(measurements)
+        for case in measurements["cases"]:
+            if case.get("oom") or case.get("error") or not case.get("tokens_per_s"):
+                continue
+            result = estimate(plan_from_case(case, hardware))
+            memory, speed = result["memory"], result["throughput"]
+            rows.append({
+                "id": case["id"],
+                "source": pathlib.Path(path).name,
+                "measured_peak_gib": case["peak_allocated_bytes"] / 2 ** 30,
+                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
+                "memory_error": memory["peak_allocated_bytes"] / case["peak_allocated_bytes"] - 1,
+                "measured_tokens_per_s": case["tokens_per_s"],
+                "estimated_tokens_per_s": speed["tokens_per_s_total"],
+                "speed_error": speed["tokens_per_s_total"] / case["tokens_per_s"] - 1,
+            })
+    return rows
+
+
+def oom_rows(paths=None) -> list:
+    """Measured out-of-memory cases with the estimator's verdict for them."""
+    rows = []
+    for path in paths or sorted(MEASUREMENTS.glob("*.json")):
+        measurements = json.loads(pathlib.Path(path).read_text())
+        hardware = hardware_of(measurements)
+        for case in measurements["cases"]:
+            if case.get("oom"):
+                memory = estimate(plan_from_case(case, hardware))["memory"]
+                rows.append({"id": case["id"], "estimated_total_gib": memory["total_gib"],
+                             "verdict": memory["verdict"], "inferred": bool(case.get("oom_inferred"))})
+    return rows
+
+
+def table(rows: list, ooms: list) -> str:
+    lines = ["| case | peak GiB measured | estimated | error | tokens/s measured | estimated | error |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        lines.append(f"| {row['id']} | {row['measured_peak_gib']:.2f} | {row['estimated_peak_gib']:.2f} | "
+                     f"{row['memory_error']:+.1%} | {row['measured_tokens_per_s']:.0f} | "
+                     f"{row['estimated_tokens_per_s']:.0f} | {row['speed_error']:+.1%} |")
+    if rows:
+        mem = [abs(r["memory_error"]) for r in rows]
+        spd = [abs(r["speed_error"]) for r in rows]
+        within = sum(1 for r in rows if abs(r["memory_error"]) <= MEMORY_BOUND and abs(r["speed_error"]) <= SPEED_BOUND)
+        lines.append("")
+        lines.append(f"{len(rows)} cases; memory |error| mean {sum(mem) / len(mem):.1%}, max {max(mem):.1%}; "
+                     f"tokens/s |error| mean {sum(spd) / len(spd):.1%}, max {max(spd):.1%}; "
+                     f"{within} within ±{MEMORY_BOUND:.0%} memory and ±{SPEED_BOUND:.0%} tokens/s")
+    if ooms:
+        lines += ["", "| measured out of memory | estimated total GiB | verdict |", "|---|---:|---|"]
+        for row in ooms:
+            note = " (inferred)" if row["inferred"] else ""
+            lines.append(f"| {row['id']}{note} | {row['estimated_total_gib']:.1f} | {row['verdict']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("paths", nargs="*", type=pathlib.Path)
+    args = parser.parse_args(argv)
+    rows = replay(args.paths or None)
+    print(table(rows, oom_rows(args.paths or None)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
