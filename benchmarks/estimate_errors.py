@@ -41,9 +41,10 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
     method_section = {"type": method, "lora": lora, "quantization": quant}
 
     hw = catalog.lookup_instance(hardware)
-    per_node = hw["neuron_cores"] if hw["kind"] == "trainium" else hw["accelerators_per_instance"]
-    memory = hw["memory_gib"] * hw["accelerators_per_instance"] / per_node if hw["kind"] == "trainium" \
-        else hw["memory_gib"]
+    # Trainium: one process per NeuronCore; the catalog counts cores and memory per chip
+    trainium = hw["kind"] == "trainium"
+    per_node = hw["neuron_cores"] * hw["accelerators_per_instance"] if trainium else hw["accelerators_per_instance"]
+    memory = hw["memory_gib"] / hw["neuron_cores"] if trainium else hw["memory_gib"]
     world = per_node * nodes
     devices = {"kind": hw["kind"], "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
                "nodes": nodes, "world_size": world, "hardware": hardware, "peak_tflops": hw["peak_bf16_tflops"],

@@ -405,9 +405,7 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
         peak_bf16_tflops=accelerator["peak_bf16_tflops"],
         supports_bf16=accelerator["supports_bf16"],
         memory_bandwidth_gbps=accelerator["memory_bandwidth_gbps"],
-        # NeuronCores of the whole instance: one training process each.
-        neuron_cores=accelerator["neuron_cores"] * entry["accelerators_per_instance"]
-        if accelerator.get("neuron_cores") else None,
+        neuron_cores=accelerator.get("neuron_cores"),  # per chip
         price_source=hardware["price_source"].get(entry["market"]),
         price_date=hardware["price_date"] if entry["market"] != "local" else None,
     )

@@ -168,7 +168,7 @@ def test_instances():
     assert catalog.lookup_instance("ml.p3.2xlarge")["supports_bf16"] is False
     trn = catalog.lookup_instance("ml.trn1.32xlarge")
     assert (trn["kind"], trn["accelerators_per_instance"], trn["neuron_cores"], trn["memory_gib"]) == (
-        "trainium", 16, 32, 32)
+        "trainium", 16, 2, 32)
     assert catalog.lookup_instance("h100-80gb")["market"] == "local"
 
 
