@@ -1,0 +1,146 @@
+"""The Trainium entry of the Slurm chain, through optimum-neuron (seed 003's flow).
+
+    python -m tunespec.runtime.train_neuron [train] --plan PLAN --run-dir RUN [--max-steps N]
+    python -m tunespec.runtime.train_neuron consolidate --plan PLAN --run-dir RUN
+    python -m tunespec.runtime.train_neuron merge --plan PLAN --run-dir RUN
+
+`train` runs under torchrun, one process per NeuronCore (and under neuron_parallel_compile with
+--max-steps for the graph-extraction job). It writes sharded checkpoints into RUN/checkpoints and the
+final sharded weights into RUN/neuron_model; `consolidate` turns those shards into RUN/adapter (or
+RUN/model for full fine-tuning); `merge` folds the adapter into the base weights, into RUN/model.
+Needs the `[neuron]` extra (optimum-neuron, torch-neuronx) on Trainium nodes; nothing else imports it.
+"""
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+from pathlib import Path
+
+SHARDED_DIR = "neuron_model"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunespec.runtime.train_neuron")
+    parser.add_argument("action", nargs="?", default="train", choices=("train", "consolidate", "merge"))
+    parser.add_argument("--plan", required=True, type=Path)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    parser.add_argument("--max-steps", type=int, help="stop after N steps (the graph-extraction run)")
+    args = parser.parse_args(argv)
+    plan = json.loads(args.plan.read_text())
+    args.run_dir.mkdir(parents=True, exist_ok=True)
+    if args.action == "train":
+        train(plan, args.run_dir, args.max_steps)
+    elif args.action == "consolidate":
+        consolidate(plan, args.run_dir)
+    else:
+        merge(plan, args.run_dir)
+    return 0
+
+
+def train(plan: dict, run_dir: Path, max_steps) -> None:
+    try:
+        from optimum.neuron import NeuronSFTConfig, NeuronSFTTrainer
+    except ImportError as error:
+        sys.exit(f"optimum-neuron is not importable here ({error}); install tunespec[neuron] in the job's venv")
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_plan, method, parallel = plan["model"], plan["method"], plan["parallel"]
+    tokenizer = AutoTokenizer.from_pretrained(model_plan["source"], revision=model_plan["revision"])
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_plan["source"], revision=model_plan["revision"],
+                                                 torch_dtype=torch.bfloat16 if plan["trainer"]["bf16"] else None)
+    lora = None
+    if method["lora"]:
+        spec = method["lora"]
+        lora = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
+                          target_modules=spec["target_modules"], bias=spec["bias"], task_type="CAUSAL_LM")
+
+    dataset = _load_train_data(plan["data"]["train"], load_dataset)
+
+    settings = dict(plan["trainer"], output_dir=str(run_dir / "checkpoints"),
+                    tensor_parallel_size=parallel["tensor_parallel"],
+                    pipeline_parallel_size=parallel["pipeline_stages"])
+    if max_steps:
+        settings.update(max_steps=max_steps, save_strategy="no")
+    # optimum-neuron versions differ in the SFTConfig fields they take: pass only the known ones.
+    known = {field.name for field in dataclasses.fields(NeuronSFTConfig)}
+    config = NeuronSFTConfig(**{key: value for key, value in settings.items() if key in known})
+    trainer = NeuronSFTTrainer(model=model, args=config, peft_config=lora, tokenizer=tokenizer,
+                               train_dataset=dataset, formatting_func=_formatter(plan["data"]["format"]))
+    trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir / "checkpoints"))
+    if not max_steps:
+        trainer.save_model(str(run_dir / SHARDED_DIR))
+
+
+def consolidate(plan: dict, run_dir: Path) -> None:
+    from optimum.neuron.distributed.checkpointing import consolidate_model_parallel_checkpoints_to_unified_checkpoint
+
+    target = run_dir / ("model" if plan["method"]["type"] == "full" else "adapter")
+    consolidate_model_parallel_checkpoints_to_unified_checkpoint(run_dir / SHARDED_DIR, target)
+    # The configs beside the shards (adapter_config.json, config.json, tokenizer files) are not sharded.
+    for path in (run_dir / SHARDED_DIR).glob("*.json"):
+        shutil.copy2(path, target / path.name)
+    print(f"consolidated {run_dir / SHARDED_DIR} into {target}")
+
+
+def merge(plan: dict, run_dir: Path) -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source, revision = plan["model"]["source"], plan["model"]["revision"]
+    base = AutoModelForCausalLM.from_pretrained(source, revision=revision, torch_dtype=torch.bfloat16)
+    merged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
+    merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
+    AutoTokenizer.from_pretrained(source, revision=revision).save_pretrained(str(run_dir / "model"))
+    print(f"merged {run_dir / 'adapter'} into {run_dir / 'model'}")
+
+
+def _load_train_data(source: dict, load_dataset):
+    if source["path"].startswith("hub:"):
+        dataset = load_dataset(source["path"][len("hub:"):], split=source["split"] or "train")
+    else:
+        file_format = source.get("format") or "json"
+        builder = {"jsonl": "json", "tsv": "csv"}.get(file_format, file_format)
+        extra = {"delimiter": "\t"} if file_format == "tsv" else {}
+        dataset = load_dataset(builder, data_files=source["path"], split="train", **extra)
+    if source["limit"]:
+        dataset = dataset.select(range(min(source["limit"], len(dataset))))
+    return dataset
+
+
+def _formatter(data_format: dict):
+    """Rows → training text, for the plan's data format (seed 003's `### Instruction` layout)."""
+    kind = data_format["type"]
+
+    def instruction(row: dict) -> str:
+        parts = [f"### Instruction\n{row[data_format['instruction']]}"]
+        if data_format["context"] and row.get(data_format["context"]):
+            parts.append(f"### Context\n{row[data_format['context']]}")
+        parts.append(f"### Answer\n{row[data_format['response']]}")
+        return "\n\n".join(parts)
+
+    def template(row: dict) -> str:
+        return data_format["prompt"].format(**row) + data_format["completion"].format(**row)
+
+    def text(row: dict) -> str:
+        return row[data_format["column"]]
+
+    if kind == "chat":
+        return None  # NeuronSFTTrainer applies the tokenizer's chat template to a `messages` column
+    one = {"instruction": instruction, "template": template, "text": text}[kind]
+    return lambda rows: [one(dict(zip(rows, values))) for values in zip(*rows.values())]
+
+
+def _last_checkpoint(checkpoints: Path):
+    """Resume after a requeue (HyperPod auto-resume) from the newest checkpoint, if any."""
+    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(found[-1]) if found else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Slurm backend compile step: golden sbatch scripts, shellcheck, refusals (no Slurm needed)."""
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tunespec.compiler.backend_slurm import compile_slurm
+from tunespec.compiler.errors import SpecError
+from tunespec.compiler.plan import build_plan
+from tunespec.compiler.spec_loader import load_spec
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO / "tests" / "golden" / "slurm"
+SPECS = {
+    "llama3-8b-dolly-trn1": REPO / "specs" / "llama-3-8b-dolly-lora-trn1.yaml",  # seed 003
+    "llama3-8b-dolly-p4d-2nodes": GOLDEN / "llama-3-8b-fsdp-p4d-2nodes.yaml",
+}
+
+
+def plan_and_backend(spec_path: Path):
+    loaded = load_spec(spec_path)
+    return build_plan(loaded, cwd=REPO), loaded.spec.backend.model_dump()
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_golden_scripts(name, repo_cwd, update_golden):
+    plan, _ = plan_and_backend(SPECS[name])
+    backend = plan["backend"]
+    files = dict(backend["files"])
+    files["chain.json"] = json.dumps({key: backend[key] for key in ("chain", "cluster_flavour", "run_dir", "type")},
+                                     indent=2, sort_keys=True) + "\n"
+    folder = GOLDEN / name
+    if update_golden:
+        shutil.rmtree(folder, ignore_errors=True)
+        for relative, text in files.items():
+            (folder / Path(relative).name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / Path(relative).name).write_text(text)
+    expected = {path.name: path.read_text() for path in folder.iterdir()}
+    assert {Path(relative).name: text for relative, text in files.items()} == expected, \
+        "generated scripts differ from tests/golden/slurm; refresh with TUNESPEC_UPDATE_GOLDEN=1 if intended"
+
+
+def test_seed_003_chain_and_neuron_settings(repo_cwd):
+    plan, _ = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    backend = plan["backend"]
+    assert [(job["name"], job["depends_on"]) for job in backend["chain"]] == [
+        ("download", []), ("compile", ["download"]), ("train", ["compile"]), ("consolidate", ["train"]),
+        ("merge", ["consolidate"])]
+    assert backend["run_dir"] == f"/fsx/tunespec/runs/llama3-8b-dolly-trn1-{plan['spec']['hash'][:12]}"
+    compile_job = backend["files"]["slurm/compile.sbatch"]
+    train_job = backend["files"]["slurm/train.sbatch"]
+    assert "neuron_parallel_compile \\\n    torchrun" in compile_job
+    assert '--run-dir "$RUN_DIR/compile" --max-steps 10' in compile_job
+    assert "neuron_parallel_compile" not in train_job.split("\nsrun")[1]
+    for text in (compile_job, train_job):
+        assert "export XLA_USE_BF16=1" in text
+        assert "--nproc_per_node=32" in text
+        assert "tensor parallel 8, pipeline 1, data parallel 4" in text
+        assert "gradient accumulation 3" in text
+        assert "--auto-resume=1" in text
+    assert "export NEURON_EXTRACT_GRAPHS_ONLY=0" in train_job
+
+
+def test_every_job_is_killed_when_its_dependency_fails_and_appends_its_log(repo_cwd):
+    for spec in SPECS.values():
+        plan, _ = plan_and_backend(spec)
+        for text in plan["backend"]["files"].values():
+            assert "#SBATCH --kill-on-invalid-dep=yes\n" in text
+            assert "#SBATCH --open-mode=append\n" in text
+
+
+def test_plain_cluster_gets_no_hyperpod_options(repo_cwd):
+    plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    backend["cluster_flavour"] = "plain"
+    files = compile_slurm(plan, backend)["files"]
+    assert not any("--auto-resume" in text or "--container" in text for text in files.values())
+
+
+def test_container_image_and_efa_on_gpu_nodes(repo_cwd):
+    plan, _ = plan_and_backend(SPECS["llama3-8b-dolly-p4d-2nodes"])
+    train = plan["backend"]["files"]["slurm/train.sbatch"]
+    assert "--container-image=/fsx/images/tunespec-pytorch.sqsh --container-mounts=/fsx:/fsx" in train
+    assert "source " not in train  # the image is the environment
+    assert "export FI_PROVIDER=efa" in train
+    assert "#SBATCH --nodes=2\n" in train and "--nproc_per_node=8" in train
+    assert "#SBATCH --partition=dev\n" in train and "#SBATCH --time=12:00:00\n" in train
+
+
+def test_same_plan_same_bytes(repo_cwd):
+    plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    assert compile_slurm(copy.deepcopy(plan), dict(backend)) == compile_slurm(plan, backend)
+
+
+@pytest.mark.parametrize("change, path", [
+    (lambda plan, backend: plan["method"].update(type="qlora"), ("method", "type")),
+    (lambda plan, backend: plan["method"].update(quantization={"bits": 4}), ("method", "type")),
+    (lambda plan, backend: plan["trainer"].update(optim="paged_adamw_8bit"), ("training", "optimizer")),
+    (lambda plan, backend: plan["parallel"].update(tensor_parallel=12), ("distribution", "tensor_parallel_degree")),
+    (lambda plan, backend: backend.update(cluster_flavour="plain", environment={"container_image": "img.sqsh"}),
+     ("backend", "environment")),
+    (lambda plan, backend: backend.update(shared_dir="fsx"), ("backend", "shared_dir")),
+])
+def test_refusals(change, path, repo_cwd):
+    plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    change(plan, backend)
+    with pytest.raises(SpecError) as error:
+        compile_slurm(plan, backend)
+    assert error.value.path == path
+
+
+def test_scripts_are_shellcheck_clean(repo_cwd, tmp_path):
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (tests/slurm_cluster.sh install)", pytrace=False)
+    scripts = [REPO / "tests" / "slurm_cluster.sh"]
+    for spec in SPECS.values():
+        plan, backend = plan_and_backend(spec)
+        for flavour in ("hyperpod", "plain"):
+            if flavour == "plain" and "container_image" in backend["environment"]:
+                continue
+            for relative, text in compile_slurm(plan, dict(backend, cluster_flavour=flavour))["files"].items():
+                script = tmp_path / flavour / plan["spec"]["name"] / relative
+                script.parent.mkdir(parents=True, exist_ok=True)
+                script.write_text(text)
+                scripts.append(script)
+    result = subprocess.run(["shellcheck", "--severity=style", *map(str, scripts)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
