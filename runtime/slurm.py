@@ -175,7 +175,7 @@ def _table(jobs: List["_Job"]) -> Table:
 
 def _log_panel(job: "_Job", lines: int) -> Text:
     tail = _tail(job.log, lines)
-    return Text(f"── {job.name} {job.job_id}: {job.log}\n" + (tail or "(no output yet)"), style="dim")
+    return Text(f"── {job.name} {job.job_id}: {job.log}\n" + (tail or "(no output yet)") + "\n", style="dim")
 
 
 def _report_failure(job: "_Job", console: Console) -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import textwrap
@@ -370,3 +371,28 @@ def test_a_failed_compile_removes_the_jobs_after_it(slurm_cluster, tmp_path, mon
     assert list(ids) == ["compile", "train", "consolidate", "merge"]  # offline model: no download job
     for name in ("train", "consolidate", "merge"):
         wait_state(ids[name], "CANCELLED", timeout=30)  # --kill-on-invalid-dep, not pending forever
+
+
+def test_cli_apply_detaches_on_ctrl_c_and_status_cancel_use_the_record(slurm_cluster, probe_run):
+    root, venv = probe_run
+    plan, plan_dir = plan_folder(root, cpu_spec(root, "probe-detach", venv))
+    replace_entry(plan_dir, "probe_sleep")
+    apply = subprocess.Popen(["tunespec", "apply", str(plan_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+    deadline = time.time() + 60
+    while not (Path(plan["backend"]["run_dir"]) / "slurm_jobs.json").is_file():
+        assert time.time() < deadline and apply.poll() is None, apply.communicate()[0]
+        time.sleep(0.2)
+    job = job_ids(plan)["train"]
+    wait_state(job, "RUNNING")
+    apply.send_signal(signal.SIGINT)
+    text = apply.communicate(timeout=30)[0]
+    assert apply.returncode == 130, text
+    assert "Detached; the jobs keep running" in text
+    assert job_field(job, "JobState") == "RUNNING"  # detaching cancels nothing
+
+    status = subprocess.run(["tunespec", "status", str(plan_dir)], capture_output=True, text=True)
+    assert status.returncode == 0 and "RUNNING" in status.stdout, status.stdout + status.stderr
+    cancel = subprocess.run(["tunespec", "cancel", str(plan_dir)], capture_output=True, text=True)
+    assert cancel.returncode == 0 and f"cancelled train {job}" in cancel.stdout, cancel.stdout + cancel.stderr
+    wait_state(job, "CANCELLED")
