@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
+from .errors import BackendError
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -34,7 +36,7 @@ COMPLETED = "COMPLETED"
 UNKNOWN = "UNKNOWN"
 
 
-class SlurmError(Exception):
+class SlurmError(BackendError):
     """A Slurm command failed, or this is not a machine that can submit jobs."""
 
 

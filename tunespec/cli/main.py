@@ -4,6 +4,7 @@ import sys
 from typing import List, Optional
 
 from ..compiler.errors import SpecError
+from ..runtime.errors import BackendError
 from . import apply, diff, plan, schema, status, validate
 
 # Each verb module has `add_parser(subparsers)` and `run(args) -> int`.
@@ -30,6 +31,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print_spec_error(error)
         return 2
+    except BackendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

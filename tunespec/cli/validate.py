@@ -1,6 +1,5 @@
 """`tunespec validate SPEC`: exit 0 when the spec compiles into a plan, 2 with one clear error otherwise."""
 from ..compiler.plan import build_plan
-from .console import out
 from .loading import load_spec_argument
 
 
@@ -13,6 +12,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     plan = build_plan(load_spec_argument(args.spec))
     for warning in plan["warnings"]:
-        out.print(f"{args.spec}: warning: {warning['code']}: {warning['message']}")
-    out.print(f"{args.spec}: ok")
+        print(f"{args.spec}: warning: {warning['code']}: {warning['message']}")
+    print(f"{args.spec}: ok")
     return 0
