@@ -15,7 +15,6 @@ from . import catalog
 from .errors import SpecError
 
 SCRIPT_DIR = "slurm"
-BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 # Torch's rendezvous port, offset by the job id so that two jobs sharing a node do not collide.
 RDZV_BASE_PORT = 29500
 # Where every job leaves its mark when it ends well: `scontrol` forgets finished jobs after
@@ -67,23 +66,6 @@ def _refuse_invalid(plan: dict, backend: dict) -> None:
     if not shared.startswith("/") or re.search(r"\s", shared):
         raise SpecError(f"shared_dir `{shared}` must be an absolute path without spaces", ("backend", "shared_dir"),
                         hint="the FSx for Lustre mount every node sees, e.g. /fsx")
-    if backend["cluster_flavour"] == "plain" and "container_image" in backend["environment"]:
-        raise SpecError("container images need HyperPod's pyxis/enroot; plain Slurm rejects `--container-image`",
-                        ("backend", "environment"), hint="use `environment: {venv: /fsx/...}`")
-    if plan["devices"]["kind"] != "trainium":
-        return
-    if plan["method"]["type"] == "qlora" or plan["method"]["quantization"]:
-        raise SpecError("bitsandbytes quantization needs CUDA GPUs; Trainium cannot run QLoRA", ("method", "type"),
-                        hint="use `type: lora`")
-    if plan["trainer"]["optim"] in BNB_OPTIMIZERS:
-        raise SpecError(f"the `{plan['trainer']['optim']}` optimizer comes from bitsandbytes and needs CUDA GPUs",
-                        ("training", "optimizer"), hint="use `adamw_torch`")
-    cores = plan["devices"]["per_node"]
-    model_parallel = plan["parallel"]["tensor_parallel"] * plan["parallel"]["pipeline_stages"]
-    if cores % model_parallel:
-        raise SpecError(f"tensor × pipeline parallel degree {model_parallel} does not divide the {cores} "
-                        f"NeuronCores of a {backend['instance_type']} node", ("distribution", "tensor_parallel_degree"),
-                        hint="use a degree that divides " + str(cores))
 
 
 class _JobWriter:

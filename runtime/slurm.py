@@ -14,12 +14,13 @@ import time
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import BackendError
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from .errors import BackendError
 
 JOBS_FILE = "slurm_jobs.json"
 DONE_DIR = "status"
