@@ -1,0 +1,182 @@
+"""The SageMaker job's source (sourcedir.tar.gz): building it, and the entry it runs in the container.
+
+The archive holds tunespec itself (the one trainer of the project, not a copied script), the plan the
+job runs, the pinned requirements.txt the framework container installs first, and `tunespec_entry.py`,
+which SageMaker starts (under torchrun when the plan is distributed). The entry points the plan at the
+container's paths (input channels, /opt/ml/checkpoints, /opt/ml/model), reads secrets referenced by a
+Secrets Manager ARN, and runs `tunespec.runtime.train` (or `tunespec.runtime.merge` for the second job).
+"""
+import gzip
+import io
+import json
+import os
+import runpy
+import shutil
+import sys
+import tarfile
+from importlib import import_module
+from pathlib import Path
+from typing import Dict, List, Optional
+
+PACKAGES = ("tunespec", "tunespec.cli", "tunespec.schema", "tunespec.compiler", "tunespec.runtime")
+PACKAGE_FILES = ("*.py", "*.json", "*.yaml", "*.txt", "templates/*", "catalog/*.json", "catalog/*.yaml")
+ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): tunespec's entry for the plan beside it."""
+import sys
+
+from tunespec.runtime.sourcedir import container_main
+
+sys.exit(container_main(sys.argv[1:]))
+'''
+TASK_MODULES = {"train": "tunespec.runtime.train", "merge": "tunespec.runtime.merge"}
+SECRET_PREFIX, SECRET_SUFFIX = "TUNESPEC_SECRET_", "_ARN"
+FAILURE_FILE = Path("/opt/ml/output/failure")  # SageMaker shows its text as the job's FailureReason
+
+
+def _plan_json(plan: dict) -> str:
+    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def package_files() -> Dict[str, bytes]:
+    """tunespec's installed files, by their path inside the archive (`tunespec/...`)."""
+    files = {}
+    for package in PACKAGES:
+        root = Path(import_module(package).__path__[0])
+        prefix = Path(*package.split("."))
+        for pattern in PACKAGE_FILES:
+            for path in sorted(root.glob(pattern)):
+                if path.is_file():
+                    files[(prefix / path.relative_to(root)).as_posix()] = path.read_bytes()
+    return files
+
+
+def sourcedir_files(plan: dict) -> Dict[str, bytes]:
+    backend = plan["backend"]
+    sourcedir = backend["sourcedir"]
+    return {
+        **package_files(),
+        sourcedir["entry_point"]: ENTRY_SOURCE.encode(),
+        sourcedir["plan"]: _plan_json(plan).encode(),
+        "requirements.txt": "".join(line + "\n" for line in sourcedir["requirements"]).encode(),
+    }
+
+
+def build_sourcedir(plan: dict) -> bytes:
+    """sourcedir.tar.gz, byte-identical for the same plan and tunespec files (no times, owners or order)."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in sorted(sourcedir_files(plan).items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            tar.addfile(info, io.BytesIO(data))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, filename="") as archive:
+        archive.write(raw.getvalue())
+    return packed.getvalue()
+
+
+# ---- in the container -----------------------------------------------------------------------------
+
+def container_plan(plan: dict, task: str) -> dict:
+    """The plan as the job sees it: inputs at their channel paths; the merge left to the merge job."""
+    adjusted = json.loads(json.dumps(plan))
+    backend = adjusted["backend"]
+    for channel in backend["channels"]:
+        *parents, leaf = channel["plan_field"]
+        section = adjusted
+        for key in parents:
+            section = section[key]
+        section[leaf] = channel["container_path"]
+        if parents == ["model"]:
+            section["source_kind"] = "gguf" if channel["container_path"].endswith(".gguf") else "local"
+        else:
+            section["kind"] = "local"
+    if task == "train" and backend.get("merge_job_request"):
+        adjusted["outputs"]["merged_model"] = False
+        adjusted["outputs"]["sample_prompts"] = []
+    return adjusted
+
+
+def secret_arns(environ: Dict[str, str]) -> Dict[str, str]:
+    """`TUNESPEC_SECRET_HF_TOKEN_ARN=arn:...` → {"HF_TOKEN": "arn:..."}."""
+    return {key[len(SECRET_PREFIX):-len(SECRET_SUFFIX)]: value for key, value in environ.items()
+            if key.startswith(SECRET_PREFIX) and key.endswith(SECRET_SUFFIX)}
+
+
+def _resolve_secrets(region: str) -> None:
+    arns = secret_arns(dict(os.environ))
+    if not arns:
+        return
+    import boto3  # present in every SageMaker framework image
+
+    client = boto3.client("secretsmanager", region_name=region)
+    for variable, arn in arns.items():
+        os.environ[variable] = client.get_secret_value(SecretId=arn)["SecretString"]
+
+
+def _arguments(argv: List[str]) -> Dict[str, str]:
+    """SageMaker passes hyperparameters as `--name value` pairs."""
+    pairs = {}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        pairs[flag.lstrip("-")] = value
+    return pairs
+
+
+def _is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _copy_outputs(run_dir: Path, model_dir: Path) -> None:
+    """Everything the run wrote except checkpoints goes to /opt/ml/model (the job's ModelArtifacts)."""
+    for item in run_dir.iterdir():
+        if item.name == "checkpoints":
+            continue
+        target = model_dir / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+
+
+def _stage_previous_run(channel_dir: Path, model_dir: Path) -> None:
+    """The merge job starts from the training job's outputs (a folder, or model.tar.gz when compressed)."""
+    archives = list(channel_dir.glob("*.tar.gz"))
+    if archives:
+        with tarfile.open(archives[0]) as tar:
+            tar.extractall(model_dir, filter="data")
+    else:
+        shutil.copytree(channel_dir, model_dir, dirs_exist_ok=True)
+
+
+def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
+    """Run the plan's task in the SageMaker container. Returns the process exit code."""
+    arguments = _arguments(argv)
+    code_dir = code_dir or Path(__file__).resolve().parents[2]
+    task = arguments.get("tunespec_task", "train")
+    plan = container_plan(json.loads((code_dir / arguments.get("tunespec_plan", "plan.json")).read_text()), task)
+    backend = plan["backend"]
+    _resolve_secrets(backend["region"])
+    model_dir = Path(backend["container"]["model_dir"])
+    run_dir = Path(backend["container"]["run_dir"]) if task == "train" else model_dir
+    if task == "merge":
+        _stage_previous_run(Path("/opt/ml/input/data/run"), model_dir)
+    plan_path = Path("/tmp/tunespec") / f"plan-{task}.json"
+    plan_path.parent.mkdir(parents=True, exist_ok=True)
+    # Every torchrun process writes the same text: replace atomically so none reads a partial file.
+    partial = plan_path.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_text(_plan_json(plan))
+    os.replace(partial, plan_path)
+    sys.argv = [TASK_MODULES[task], "--plan", str(plan_path), "--run-dir", str(run_dir)]
+    try:
+        runpy.run_module(TASK_MODULES[task], run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    except Exception as error:
+        # Re-raised: only recorded first, so that DescribeTrainingJob's FailureReason says what broke.
+        if _is_main_process():
+            FAILURE_FILE.parent.mkdir(parents=True, exist_ok=True)
+            FAILURE_FILE.write_text(f"{task}: {type(error).__name__}: {error}"[:1000])
+        raise
+    if code == 0 and task == "train" and run_dir != model_dir and _is_main_process():
+        _copy_outputs(run_dir, model_dir)
+    return code

@@ -1,0 +1,250 @@
+"""`backend: sagemaker` compiles to the exact CreateTrainingJob request, checked without AWS.
+
+Golden requests for the seed 000 and 001 specs live in tests/golden/sagemaker/; refresh them after an
+intended change with `pytest tests/test_sagemaker_compile.py --update-golden` and review the diff.
+"""
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tunespec.compiler import backend_sagemaker, sagemaker_validate
+from tunespec.compiler.errors import SpecError
+from tunespec.compiler.plan import build_plan
+from tunespec.compiler.spec_loader import load_spec
+
+from .conftest import REPO
+
+GOLDEN = REPO / "tests" / "golden" / "sagemaker"
+SEED_SPECS = ["mixtral-8x7b-viggo-qlora-fsdp", "mixtral-8x7b-sst2-smp-expert-parallel"]
+JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
+
+BASE_SPEC = {
+    "apiVersion": "tunespec/v1",
+    "name": "tiny-sm",
+    "model": {"source": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+    "method": {"type": "lora"},
+    "data": {"train": {"path": "train.jsonl"}, "format": {"type": "text", "column": "text"}, "max_seq_length": 128},
+    "training": {"max_steps": 10},
+    "backend": {
+        "type": "sagemaker",
+        "instance_type": "ml.g5.2xlarge",
+        "role": "arn:aws:iam::123456789012:role/SageMakerRole",
+        "region": "us-east-1",
+        "output_s3": "s3://tunespec-test/runs",
+        "framework_version": "2.5.1",
+        "py_version": "py311",
+    },
+    "secrets": {"hf_token": {"env": "HF_TOKEN"}},
+}
+
+
+def merged(base: dict, changes: dict) -> dict:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def make_plan(folder: Path, monkeypatch, rows: int = 8, **changes) -> dict:
+    """Plan a small SageMaker spec with a local train file, from inside `folder` (plans use relative paths)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(folder)
+    if not (folder / "train.jsonl").exists():
+        (folder / "train.jsonl").write_text("".join(json.dumps({"text": f"row {i} of the test data"}) + "\n"
+                                                    for i in range(rows)))
+    spec = folder / "spec.yaml"
+    spec.write_text(yaml.safe_dump(merged(BASE_SPEC, changes), sort_keys=False))
+    return build_plan(load_spec(Path("spec.yaml")))
+
+
+def compile_error(tmp_path, monkeypatch, **changes) -> SpecError:
+    with pytest.raises(SpecError) as caught:
+        make_plan(tmp_path, monkeypatch, **changes)
+    return caught.value
+
+
+# ---- golden requests of the seed specs ------------------------------------------------------------
+
+@pytest.mark.parametrize("stem", SEED_SPECS)
+def test_seed_spec_request_matches_golden(stem, repo_cwd, update_golden):
+    backend = build_plan(load_spec(Path(f"specs/{stem}.yaml")))["backend"]
+    compiled = {key: backend[key] for key in ("create_training_job_request", "merge_job_request", "estimator_args",
+                                              "fit_args")}
+    golden = GOLDEN / f"{stem}.json"
+    if update_golden:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(json.dumps(compiled, indent=2, sort_keys=True) + "\n")
+    assert compiled == json.loads(golden.read_text())
+
+
+def test_seed_000_is_torchrun_on_one_p4d_with_warm_pool_and_merge_job(repo_cwd):
+    backend = build_plan(load_spec(Path("specs/mixtral-8x7b-viggo-qlora-fsdp.yaml")))["backend"]
+    request = backend["create_training_job_request"]
+    assert request["ResourceConfig"] == {"InstanceType": "ml.p4d.24xlarge", "InstanceCount": 1,
+                                         "VolumeSizeInGB": 500, "KeepAlivePeriodInSeconds": 1800}
+    assert request["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert request["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert "pytorch-training:" in request["AlgorithmSpecification"]["TrainingImage"]
+    merge = backend["merge_job_request"]
+    assert json.loads(merge["HyperParameters"]["tunespec_task"]) == "merge"
+    assert merge["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
+        f"/{request['TrainingJobName']}/output/model/")
+    # The hub token is a reference: neither the request nor any plan file holds a value.
+    assert backend["apply_environment"] == {"HF_TOKEN": "HF_TOKEN"}
+    assert "hf_token" not in json.dumps(request).lower()
+
+
+def test_seed_001_is_smp_expert_parallel_on_the_smp_image(repo_cwd):
+    backend = build_plan(load_spec(Path("specs/mixtral-8x7b-sst2-smp-expert-parallel.yaml")))["backend"]
+    request = backend["create_training_job_request"]
+    hps = request["HyperParameters"]
+    assert json.loads(hps["mp_parameters"]) == {"activation_loading_horizon": 4, "expert_parallel_degree": 2,
+                                                "hybrid_shard_degree": 8, "sm_activation_offloading": True}
+    assert hps["sagemaker_torch_distributed_enabled"] == "true"
+    assert hps["sagemaker_distributed_dataparallel_enabled"] == "false"
+    assert "/smdistributed-modelparallel:" in request["AlgorithmSpecification"]["TrainingImage"]
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+    assert request["Environment"] == {
+        "TUNESPEC_SECRET_HF_TOKEN_ARN": "arn:aws:secretsmanager:us-west-2:111122223333:secret:hf-token-AbCdEf"}
+
+
+# ---- job names, hyperparameters, files ------------------------------------------------------------
+
+def test_job_name_is_valid_deterministic_and_changes_with_the_data(tmp_path, monkeypatch):
+    first = make_plan(tmp_path, monkeypatch)["backend"]["job_name"]
+    assert first == make_plan(tmp_path, monkeypatch)["backend"]["job_name"]
+    assert JOB_NAME.fullmatch(first) and len(first) <= 63 and first.startswith("tiny-sm-")
+    (tmp_path / "train.jsonl").write_text('{"text": "other data"}\n')
+    assert make_plan(tmp_path, monkeypatch)["backend"]["job_name"] != first
+
+
+def test_longest_spec_name_still_gives_valid_job_names(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch, name="n" * 48, outputs={"merged_model": True})["backend"]
+    for request in (backend["create_training_job_request"], backend["merge_job_request"]):
+        assert JOB_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
+
+
+def test_hyperparameters_are_json_quoted_and_point_at_the_uploaded_sourcedir(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch)["backend"]
+    hps = backend["create_training_job_request"]["HyperParameters"]
+    assert {key: json.loads(value) for key, value in hps.items()} == {
+        "tunespec_plan": "plan.json", "tunespec_task": "train", "sagemaker_program": "tunespec_entry.py",
+        "sagemaker_submit_directory": backend["sourcedir"]["s3_uri"], "sagemaker_container_log_level": 20,
+        "sagemaker_job_name": backend["job_name"], "sagemaker_region": "us-east-1"}
+    assert backend["sourcedir"]["s3_uri"] == f"s3://tunespec-test/runs/{backend['job_name']}/source/sourcedir.tar.gz"
+
+
+def test_local_data_becomes_a_content_addressed_upload_and_channel(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch)["backend"]
+    [upload] = backend["uploads"]
+    assert upload["source"] == "train.jsonl" and upload["channel"] == "train"
+    assert upload["s3_uri"] == f"s3://tunespec-test/runs/tunespec-inputs/sha256/{upload['sha256']}/train.jsonl"
+    [channel] = backend["create_training_job_request"]["InputDataConfig"]
+    assert channel["DataSource"]["S3DataSource"]["S3Uri"] == upload["s3_uri"]
+    assert backend["channels"][0]["container_path"] == "/opt/ml/input/data/train/train.jsonl"
+
+
+def test_plan_files_hold_the_request_byte_for_byte(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch)["backend"]
+    files = backend["files"]
+    assert json.loads(files["sagemaker/create_training_job.json"]) == backend["create_training_job_request"]
+    assert json.loads(files["sagemaker/estimator_args.json"])["estimator"] == backend["estimator_args"]
+    assert "transformers==5.17.0\n" in files["sagemaker/requirements.txt"]
+    assert "torch==2.5.1\n" in files["sagemaker/requirements.txt"]
+
+
+def test_spot_sets_max_wait_and_checkpoints(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch, backend={"spot": {"enabled": True, "max_wait_seconds": 90000},
+                                                        "max_run_seconds": 3600})["backend"]
+    request = backend["create_training_job_request"]
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 3600, "MaxWaitTimeInSeconds": 90000}
+    assert request["CheckpointConfig"]["S3Uri"] == f"s3://tunespec-test/runs/{backend['job_name']}/checkpoints"
+    assert backend["container"]["run_dir"] == "/opt/ml/checkpoints"  # restored from S3 on resume
+
+
+# ---- refusals -------------------------------------------------------------------------------------
+
+def test_literal_token_in_environment_is_refused_with_the_reason(tmp_path, monkeypatch):
+    # The spec loader refuses this pattern too; the backend refuses it for plans compiled from data.
+    plan = make_plan(tmp_path, monkeypatch)
+    with pytest.raises(SpecError) as caught:
+        backend_sagemaker.compile_sagemaker(plan, {**_defaults(), "environment": {"HUB": "hf_" + "a" * 34}})
+    assert caught.value.path == ("backend", "environment", "HUB")
+    assert "DescribeTrainingJob" in caught.value.hint and "secrets_manager_arn" in caught.value.hint
+
+
+def _defaults() -> dict:
+    from tunespec.schema.backend import SageMakerBackend
+
+    return SageMakerBackend(**BASE_SPEC["backend"]).model_dump()
+
+
+def test_framework_older_than_transformers_5_needs_is_refused(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, backend={"framework_version": "2.2.0", "py_version": "py310"})
+    assert error.path == ("backend", "framework_version") and "2.5" in error.message
+
+
+def test_smp_needs_an_smp_capable_framework_version(tmp_path, monkeypatch):
+    changes = {"distribution": {"strategy": "smp"}, "backend": {"instance_type": "ml.p4d.24xlarge",
+                                                               "framework_version": "2.6.0", "py_version": "py312"}}
+    error = compile_error(tmp_path, monkeypatch, **changes)
+    assert error.path == ("backend", "framework_version") and "2.5.1" in error.hint
+
+
+def test_wrong_python_for_the_image_is_refused(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, backend={"py_version": "py310"})
+    assert error.path == ("backend", "py_version") and "py311" in error.hint
+
+
+def test_spot_with_warm_pool_is_refused(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, backend={"spot": {"enabled": True}, "keep_alive_seconds": 600})
+    assert error.path == ("backend", "keep_alive_seconds")
+
+
+def test_one_process_strategy_on_two_instances_is_refused(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, backend={"instance_count": 2})
+    assert error.path == ("backend", "instance_count")
+
+
+def test_api_limits_are_enforced_at_plan_time(tmp_path, monkeypatch):
+    plan = make_plan(tmp_path, monkeypatch)
+    too_long = {**_defaults(), "keep_alive_seconds": 30000}  # past the schema: the API model still refuses it
+    with pytest.raises(SpecError) as caught:
+        backend_sagemaker.compile_sagemaker(plan, too_long)
+    assert caught.value.path == ("backend", "keep_alive_seconds") and "21600" in caught.value.message
+    unknown = {**_defaults(), "instance_type": "ml.p9.mega"}
+    with pytest.raises(SpecError) as caught:
+        backend_sagemaker.compile_sagemaker(plan, unknown)
+    assert caught.value.path == ("backend", "instance_type")
+
+
+def test_validator_reports_pattern_length_enum_and_unknown_members():
+    request = {"TrainingJobName": "bad_name", "RoleArn": "arn:aws:iam::123456789012:role/R",
+               "AlgorithmSpecification": {"TrainingInputMode": "Sideways"},
+               "OutputDataConfig": {"S3OutputPath": "s3://b/o"}, "Unknown": 1,
+               "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 1},
+               "StoppingCondition": {"MaxRuntimeInSeconds": 1}, "HyperParameters": {"x": "y" * 2501}}
+    found = dict(sagemaker_validate.problems(request))
+    assert "does not match the pattern" in found[("TrainingJobName",)]
+    assert "not one of" in found[("AlgorithmSpecification", "TrainingInputMode")]
+    assert "longer than 2500" in found[("HyperParameters", "x")]
+    assert found[("Unknown",)] == "is not a member of the request"
+
+
+def test_image_uris_follow_region_partition_and_processor():
+    uri = backend_sagemaker.training_image_uri("cn-north-1", "2.5.1", "py311", "ml.m5.xlarge", smp=False)
+    assert uri == "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.5.1-cpu-py311"
+    uri = backend_sagemaker.training_image_uri("us-east-1", "2.5.1", "py311", "ml.p5.48xlarge", smp=True)
+    assert uri == "658645717510.dkr.ecr.us-east-1.amazonaws.com/smdistributed-modelparallel:2.5.1-gpu-py311-cu124"
+
+
+def test_compiling_imports_no_aws_library():
+    code = ("import sys; from tunespec.compiler import backend_sagemaker, sagemaker_validate; "
+            "sys.exit(' '.join(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules) or None)")
+    assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0
