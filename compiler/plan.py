@@ -300,6 +300,7 @@ def _build(loaded: LoadedSpec, cwd: Path) -> dict:
     plan["secrets"] = {k: v for k, v in spec.secrets.model_dump(exclude_none=True).items()}
     plan["warnings"] = rules.check_plan(spec, plan)
     plan["backend"] = _compile_backend(loaded, plan)
+    plan["warnings"] += plan["backend"].pop("warnings", [])
     from .estimate import estimate
 
     plan["estimates"] = estimate(plan)

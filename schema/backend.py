@@ -36,7 +36,7 @@ class SageMakerBackend(SpecModel):
     output_s3: S3Uri
     checkpoint_s3: Optional[S3Uri] = None
     data_s3: Optional[S3Uri] = Field(None, description="Prefix local data files are uploaded to.")
-    framework_version: str = "2.3.0"
+    framework_version: str = "2.5.1"
     py_version: str = "py311"
     volume_size_gb: PositiveInt = 500
     max_run_seconds: PositiveInt = 86400
