@@ -6,6 +6,7 @@ text files feed the time estimate; tokens are approximated from characters (no t
 time), which is what `tokens_per_example` in the spec overrides.
 """
 import csv
+import difflib
 import json
 import os
 import string
@@ -113,6 +114,17 @@ def columns_needed(data: DataSpec) -> list:
     return [fmt.column]
 
 
+def _format_key_naming(data: DataSpec, column: str) -> str:
+    """The key of `data.format` whose value names (or, for templates, holds a placeholder of) `column`."""
+    fmt = data.format
+    for key, value in fmt.model_dump().items():
+        if key == "type" or not isinstance(value, str):
+            continue
+        if value == column or (fmt.type == "template" and column in template_fields(value)):
+            return key
+    return "type"
+
+
 def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], field_path: tuple) -> dict:
     """Rows and mean characters per row of a local file; checks the columns the format uses."""
     if fmt == "parquet":
@@ -125,11 +137,13 @@ def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], fiel
             if rows == 0:
                 missing = [c for c in needed if c not in row]
                 if missing:
+                    close = difflib.get_close_matches(missing[0], [str(c) for c in row], n=1, cutoff=0.6)
                     raise SpecError(
                         f"{path.name} has no column {', '.join(repr(m) for m in missing)} "
                         f"(it has: {', '.join(map(str, row))})",
-                        ("data", "format"),
-                        hint="name the file's columns in the format, or fix the file",
+                        ("data", "format", _format_key_naming(data, missing[0])),
+                        hint=f"did you mean `{close[0]}`?" if close
+                        else "name the file's columns in the format, or fix the file",
                     )
             chars += len(text_of_row(row, data))
             rows += 1

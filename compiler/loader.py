@@ -60,13 +60,17 @@ class _Builder:
     def build(self, node: yaml.Node, path: SpecPath) -> object:
         self.count += 1
         if self.count > MAX_NODES:
+            # Deep inside an alias expansion the path and position say nothing useful: name the
+            # top-level key whose value grew too large.
+            top = path[:1]
+            _, line, column = self.result.keys.get(top) or _position(self.file, node)
             raise SpecError(
                 f"the YAML expands to more than {MAX_NODES} values",
-                path,
-                hint="anchors/aliases that expand exponentially are refused; write the values out",
+                top,
+                hint="aliases (`*name`) that expand exponentially are refused; write the values out",
                 file=self.file,
-                line=node.start_mark.line + 1,
-                column=node.start_mark.column + 1,
+                line=line,
+                column=column,
             )
         if len(path) > MAX_DEPTH:
             raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", path, file=self.file)
@@ -112,6 +116,30 @@ class _Builder:
         return out
 
 
+_UNCLOSED = {"while parsing a flow sequence": "`[`", "while parsing a flow mapping": "`{`",
+             "while scanning a quoted scalar": "quote"}
+
+
+def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
+    """PyYAML's error, at the line the user has to fix, with a hint for the usual causes."""
+    mark = exc.problem_mark or exc.context_mark
+    problem = exc.problem or exc.context
+    message = f"not valid YAML: {problem}"
+    hint = None
+    opener = _UNCLOSED.get(exc.context or "")
+    if opener and exc.context_mark is not None and exc.problem_mark is not None \
+            and exc.problem_mark.line != exc.context_mark.line:
+        # The parser notices a missing `]`, `}` or quote lines later; the fix is where it was opened.
+        message = f"not valid YAML: the {opener} opened here is not closed ({problem} at line {exc.problem_mark.line + 1})"
+        mark = exc.context_mark
+    elif "mapping values are not allowed" in problem or "expected <block end>" in problem:
+        hint = "check this line's indentation against the lines above; quote a value that contains `: `"
+    elif "'\\t'" in problem:
+        hint = "indent with spaces: YAML does not allow tabs"
+    return SpecError(message, (), hint=hint, file=file,
+                     line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
+
+
 def load_yaml_text(text: str, file: str) -> LoadedYaml:
     """Parse one YAML document into plain data with positions."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
@@ -126,14 +154,7 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
         builder.result.data = builder.build(node, ())
         return builder.result
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        raise SpecError(
-            f"not valid YAML: {exc.problem or exc.context}",
-            (),
-            file=file,
-            line=mark.line + 1 if mark else None,
-            column=mark.column + 1 if mark else None,
-        ) from None
+        raise _syntax_error(exc, file) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"not valid YAML: {exc}", (), file=file) from None
     finally:

@@ -29,7 +29,8 @@ def check_method(method: MethodSpec) -> None:
 
 def check_accelerator_matches(accelerator: str, hw: dict, name: str) -> None:
     if (accelerator == "trainium") != (hw["kind"] == "trainium"):
-        raise SpecError(f"`accelerator: {accelerator}` does not match {name}, which has {hw['accelerator']}",
+        raise SpecError(f"`accelerator: {accelerator}` does not match {name}, which has "
+                        f"{hw.get('accelerator_name') or hw['accelerator']}",
                         ("backend", "accelerator"),
                         hint=f"set `accelerator: {'trainium' if hw['kind'] == 'trainium' else 'gpu'}`")
 
@@ -64,11 +65,12 @@ def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
     from . import catalog
 
     hw = catalog.lookup_instance(hw_name, ("backend",))
+    gpu = f"{hw.get('accelerator_name') or hw['accelerator']} ({hw_name})"
     if precision == "bf16" and not hw.get("supports_bf16", True):
-        raise SpecError(f"{hw['accelerator']} has no bfloat16 support", ("training", "precision"),
+        raise SpecError(f"{gpu} has no bfloat16 support", ("training", "precision"),
                         hint="use `fp16` on this hardware, or a newer instance (A10G, A100, H100)")
     if precision == "fp8" and not hw.get("supports_fp8", False):
-        raise SpecError(f"{hw['accelerator']} has no FP8 tensor cores", ("training", "precision"),
+        raise SpecError(f"{gpu} has no FP8 tensor cores", ("training", "precision"),
                         hint="use `bf16`, or H100/H200 instances (ml.p5.48xlarge)")
     if spec.method.type == "qlora" and spec.method.quantization and precision in ("bf16", "fp16"):
         compute = spec.method.quantization.compute_dtype
@@ -124,8 +126,11 @@ def smp_rules(spec: Spec, plan: dict) -> List[dict]:
                             hint="use a divisor of " + str(experts) + ": " +
                             ", ".join(str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0))
         if world % ep:
+            fits = [str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0]
             raise SpecError(f"expert_parallel_degree {ep} does not divide the world size {world}",
-                            ("distribution", "expert_parallel_degree"), hint="use a divisor of the world size")
+                            ("distribution", "expert_parallel_degree"),
+                            hint=f"use one of {', '.join(fits)} (divides both the {experts} experts and the "
+                                 f"world size), or more devices")
     if hsd and hsd * ep > world:
         raise SpecError(f"hybrid_shard_degree × expert_parallel_degree = {hsd} × {ep} = {hsd * ep} exceeds the "
                         f"world size {world}", ("distribution", "hybrid_shard_degree"),

@@ -24,6 +24,8 @@ SECRET_PATTERNS = [
 ]
 SECRET_REF_KEYS = ("env", "secrets_manager_arn")  # the keys of a reference, not a secret
 SECRET_KEY = re.compile(r"(token|api[_-]?key|password|secret|access[_-]?key)", re.I)
+# Fields that take a secret reference, and the environment variable the hint suggests.
+SECRET_REF_FIELDS = {("tracking", "wandb", "api_key"): "WANDB_API_KEY", ("secrets", "hf_token"): "HF_TOKEN"}
 
 
 @dataclass
@@ -87,15 +89,22 @@ def _copy_positions(source: dict, prefix: SpecPath, out: dict) -> None:
 def _load_with_extends(path: Path, display: str, chain: List[Path], text: Optional[str] = None) -> LoadedYaml:
     loaded = load_yaml_text(text, display) if text is not None else load_yaml_file(path, display)
     if not isinstance(loaded.data, dict):
-        raise SpecError("a spec must be a mapping of keys to values", (), file=display, line=1, column=1)
+        _, line, column = loaded.values.get((), (display, 1, 1))
+        raise SpecError(f"a spec must be a mapping of keys to values; this file holds {_describe(loaded.data)}", (),
+                        hint="start from one of the examples in specs/", file=display, line=line, column=column)
     parent = loaded.data.get("extends")
     if parent is None:
         return loaded
     if not isinstance(parent, str):
         raise locate(SpecError("`extends` must be a path to a base spec", ("extends",)), loaded.values, loaded.keys, display)
     base_path = (path.parent / parent).resolve()
-    if base_path in chain or len(chain) >= MAX_EXTENDS_DEPTH:
-        raise locate(SpecError(f"`extends` forms a cycle or chain deeper than {MAX_EXTENDS_DEPTH}: {parent}", ("extends",)),
+    if base_path in chain:
+        cycle = " → ".join(p.name for p in chain[chain.index(base_path):] + [base_path])
+        raise locate(SpecError(f"`extends` forms a cycle: {cycle}", ("extends",),
+                               hint="a spec cannot extend itself, or a spec that extends it"),
+                     loaded.values, loaded.keys, display)
+    if len(chain) >= MAX_EXTENDS_DEPTH:
+        raise locate(SpecError(f"`extends` chain is deeper than {MAX_EXTENDS_DEPTH} files", ("extends",)),
                      loaded.values, loaded.keys, display)
     if not base_path.is_file():
         raise locate(SpecError(f"base spec not found: {parent}", ("extends",),
@@ -117,12 +126,13 @@ def _scan_inline_secrets(data: object, path: SpecPath) -> None:
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(value, str) and key not in SECRET_REF_KEYS and SECRET_KEY.search(str(key)):
-                raise SpecError(
-                    f"`{key}` looks like a secret written inline",
-                    path + (key,),
-                    hint="secrets are given by reference: `secrets: {hf_token: {env: HF_TOKEN}}` or "
-                    "`{secrets_manager_arn: arn:aws:secretsmanager:...}`; the value is read at run time",
-                )
+                variable = SECRET_REF_FIELDS.get(path + (key,))
+                hint = (f"give a reference instead: `{key}: {{env: {variable}}}` or "
+                        f"`{key}: {{secrets_manager_arn: arn:aws:secretsmanager:...}}`; the value is read at run time"
+                        if variable else
+                        "secrets are given by reference: `secrets: {hf_token: {env: HF_TOKEN}}` or "
+                        "`{secrets_manager_arn: arn:aws:secretsmanager:...}`; the value is read at run time")
+                raise SpecError(f"`{key}` looks like a secret written inline", path + (key,), hint=hint)
             _scan_inline_secrets(value, path + (key,))
     elif isinstance(data, list):
         for i, value in enumerate(data):
@@ -147,7 +157,7 @@ def load_spec(path: Path, display: Optional[str] = None, text: Optional[str] = N
     try:
         _scan_inline_secrets(data, ())
         if "apiVersion" not in data:
-            raise SpecError("missing `apiVersion`", (), hint="start the spec with `apiVersion: tunespec/v1`")
+            raise SpecError("missing `apiVersion`", ("apiVersion",), hint="start the spec with `apiVersion: tunespec/v1`")
         if data["apiVersion"] != "tunespec/v1":
             raise SpecError(f"unsupported apiVersion {data['apiVersion']!r}", ("apiVersion",),
                             hint="this tunespec reads `apiVersion: tunespec/v1`")
@@ -186,20 +196,38 @@ def _is_member_tag(part: str, node: object) -> bool:
 
 def _model_at(loc: tuple, data: object) -> Optional[type]:
     """The pydantic model class that validates the mapping at `loc` (for the list of allowed keys)."""
+    return _models_at(loc, data)[0]
+
+
+def _models_at(loc: tuple, data: object) -> tuple:
+    """(model, the other members of its union) for the mapping at `loc`."""
     model: Optional[type] = Spec
+    members: list = []
     node = data
     for part in loc:
         if model is None:
-            return None
+            return None, []
         if isinstance(part, int) or part not in model.model_fields:
             if isinstance(node, list):
                 node = node[part] if isinstance(part, int) and part < len(node) else None
                 continue
-            return None if not _is_member_tag(str(part), node) else model
+            if _is_member_tag(str(part), node):
+                continue  # a union member's name, not a key: the model stays the picked member
+            return None, []
         annotation = model.model_fields[part].annotation
         node = node.get(part) if isinstance(node, dict) else None
         model = _pick_model(annotation, node)
-    return model
+        members = [a for a in _flatten(annotation) if isinstance(a, type) and issubclass(a, BaseModel) and a is not model]
+    return model, members
+
+
+def _member_label(model: type) -> str:
+    """`strategy: fsdp` for a member of a discriminated union, else the keys that select it."""
+    for disc in DISCRIMINATORS:
+        field = model.model_fields.get(disc)
+        if field is not None:
+            return f"`{disc}: {typing.get_args(field.annotation)[0]}`"
+    return "a mapping with " + ", ".join(f"`{k}`" for k, f in model.model_fields.items() if f.is_required())
 
 
 def _pick_model(annotation: object, node: object) -> Optional[type]:
@@ -248,6 +276,50 @@ def _describe(value: object) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
+_BOUNDS = {"greater_than": "greater than", "greater_than_equal": "at least", "less_than": "less than",
+           "less_than_equal": "at most"}
+_PATTERN_HINTS = {
+    "region": "for example `region: us-east-1`",
+    "role": "for example `role: arn:aws:iam::111122223333:role/SageMakerTrainingRole`",
+    "output_s3": "for example `output_s3: s3://my-bucket/runs`",
+    "checkpoint_s3": "for example `checkpoint_s3: s3://my-bucket/checkpoints`",
+    "data_s3": "for example `data_s3: s3://my-bucket/data`",
+    "name": "use lower-case letters, digits and dashes (at most 48), e.g. `name: mixtral-viggo-qlora`",
+    "time_limit": "for example `time_limit: 2-00:00:00` (days-hours:minutes:seconds)",
+    "env": "the name of an environment variable, e.g. `env: HF_TOKEN`",
+}
+_LITERAL_PREFIX = "literal["
+
+
+def _number(value: object) -> str:
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _value_at(data: object, path: SpecPath) -> object:
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _union_alternatives(errors: list, err: dict, loc: tuple) -> list:
+    """For a value no member of a plain union accepts (`all-linear` or a list), what each member wants."""
+    if not loc or not isinstance(loc[-1], str) or not loc[-1].startswith((_LITERAL_PREFIX, "list[", "str", "int")):
+        return []
+    out = []
+    for other in errors:
+        other_loc = tuple(other["loc"])
+        if other_loc[:-1] != loc[:-1]:
+            continue
+        if other["type"] == "literal_error":
+            out.extend(f"`{o}`" for o in re.findall(r"'([^']*)'", str((other.get("ctx") or {}).get("expected", ""))))
+        elif other["type"] in _TYPE_NAMES:
+            out.append(_TYPE_NAMES[other["type"]])
+    return out if len(out) > 1 else []
+
+
 def _error_priority(err: dict) -> int:
     # Report the most specific problem first: unknown keys and bad values before "missing".
     order = {"extra_forbidden": 0, "union_tag_invalid": 1, "literal_error": 2, "missing": 5}
@@ -265,12 +337,16 @@ def _from_validation_error(exc: ValidationError, data: dict, loaded: LoadedYaml,
     hint = None
     field = str(path[-1]) if path else "spec"
     if kind == "extra_forbidden":
-        model = _model_at(loc[:-1], data)
+        model, members = _models_at(loc[:-1], data)
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(field, allowed, n=1, cutoff=0.6)
+        owners = [m for m in members if field in m.model_fields]
         message = f"unknown key `{field}`"
         if close:
             hint = f"did you mean `{close[0]}`?"
+        elif owners:
+            message += f" for {_member_label(model)}"
+            hint = f"`{field}` is a setting of {' or '.join(_member_label(m) for m in owners)}"
         elif allowed:
             hint = "allowed keys here: " + ", ".join(allowed)
         error = SpecError(message, path, hint=hint)
@@ -286,6 +362,10 @@ def _from_validation_error(exc: ValidationError, data: dict, loaded: LoadedYaml,
         if pos:
             error.file, error.line, error.column = pos
         return locate(error, loaded.values, loaded.keys, display)
+    alternatives = _union_alternatives(errors, err, loc)
+    if alternatives:
+        message = f"expected {' or '.join(alternatives)}, got {_describe(value)}"
+        return locate(SpecError(message, path), loaded.values, loaded.keys, display)
     if kind == "literal_error" or kind == "union_tag_invalid":
         expected = ctx.get("expected") or ctx.get("expected_tags") or ""
         options = re.findall(r"'([^']*)'", str(expected)) or re.findall(r"\d+", str(expected))
@@ -294,24 +374,44 @@ def _from_validation_error(exc: ValidationError, data: dict, loaded: LoadedYaml,
             path = path + (ctx.get("discriminator", "").strip("'"),) if ctx.get("discriminator") else path
             field = str(path[-1])
         message = f"`{field}` must be one of {', '.join(options)}; got {_describe(got)}"
-        close = difflib.get_close_matches(str(got), options, n=1, cutoff=0.5)
+        # A value that starts an option (`adamw` → `adamw_torch`) means that option more often
+        # than the closest spelling does.
+        close = [o for o in options if str(got) and o.startswith(str(got))][:1] or \
+            difflib.get_close_matches(str(got), options, n=1, cutoff=0.5)
         hint = f"did you mean `{close[0]}`?" if close else None
         return locate(SpecError(message, path, hint=hint), loaded.values, loaded.keys, display)
     if kind == "union_tag_not_found":
         disc = str(ctx.get("discriminator", "type")).strip("'")
-        model_hint = {"type": "backend `type`", "strategy": "distribution `strategy`"}.get(disc, disc)
-        return locate(SpecError(f"missing `{disc}`", path + (disc,), hint=f"set the {model_hint}"),
-                      loaded.values, loaded.keys, display)
+        model, members = _models_at(loc, data)
+        tags = [str(t) for m in ([model] if model else []) + members
+                for t in typing.get_args(m.model_fields[disc].annotation) if disc in m.model_fields]
+        error = SpecError(f"missing `{disc}`", path + (disc,),
+                          hint=f"set `{disc}` to one of {', '.join(tags)}" if tags else None)
+        pos = loaded.keys.get(path) or loaded.values.get(path)
+        if pos:
+            error.file, error.line, error.column = pos
+        return locate(error, loaded.values, loaded.keys, display)
     if kind in _TYPE_NAMES:
         message = f"expected {_TYPE_NAMES[kind]}, got {_describe(value)}"
         if isinstance(value, str) and kind in ("int_type", "float_type", "bool_type"):
             hint = "remove the quotes around the value"
+        elif isinstance(value, list) and kind in ("dict_type", "model_type"):
+            hint = f"write the keys under `{field}:` as `key: value` lines, without a `-` in front"
         return locate(SpecError(message, path, hint=hint), loaded.values, loaded.keys, display)
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    if kind == "string_pattern_mismatch":
+    if kind in _BOUNDS:
+        message = f"must be {_BOUNDS[kind]} {_number(next(iter(ctx.values())))}; got {_describe(value)}"
+    elif kind == "string_pattern_mismatch":
         message = f"{_describe(value)} is not a valid `{field}` (expected the pattern {ctx.get('pattern')})"
+        hint = _PATTERN_HINTS.get(field)
+    elif kind == "value_error" and isinstance(_value_at(data, path), dict):
+        # A check over several keys of one mapping: point at the last named key that is present.
+        named = [k for k in re.findall(r"`([A-Za-z_]+)`", message) if k in _value_at(data, path)]
+        if named:
+            path = path + (named[-1],)
+        message = message[0].lower() + message[1:] if message else message
     else:
         message = message[0].lower() + message[1:] if message else message
         if value is not None and not isinstance(value, (dict, list)) and kind not in ("value_error",):
