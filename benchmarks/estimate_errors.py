@@ -94,10 +94,15 @@ def plan_from_case(case: dict, hardware: str) -> dict:
     config = dict(case["config"], num_hidden_layers=case["layers_built"])
     arch = catalog.normalise_config(config)
     arch["name"] = case["arch_name"]
-    return make_plan(arch, case["method"], r=case.get("lora_r") or 16, dropout=case.get("lora_dropout") or 0.0,
-                     micro=case["micro_batch"], seq=case["seq_len"], checkpointing=case["gradient_checkpointing"],
-                     hardware=hardware, optim=case.get("optimizer", "adamw_torch"),
-                     attn=case.get("attn_implementation", "sdpa"))
+    # PEFT 0.21 given the string "all-linear" on a transformers-5 MoE also wraps the router and the
+    # fused experts (lora.ParamWrapper): that is include_experts, with the trainable count measured.
+    include_experts = bool(arch.get("num_local_experts")) and case.get("lora_targets") == "all-linear"
+    plan = make_plan(arch, case["method"], r=case.get("lora_r") or 16, dropout=case.get("lora_dropout") or 0.0,
+                     include_experts=include_experts, micro=case["micro_batch"], seq=case["seq_len"],
+                     checkpointing=case["gradient_checkpointing"], hardware=hardware,
+                     optim=case.get("optimizer", "adamw_torch"), attn=case.get("attn_implementation", "sdpa"))
+    plan["model"]["parameters"]["trainable"] = case["params"]["trainable_params"]
+    return plan
 
 
 def hardware_of(measurements: dict) -> str:

@@ -403,6 +403,7 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
         kind=accelerator["kind"],
         memory_gib=accelerator["memory_gib"],
         peak_bf16_tflops=accelerator["peak_bf16_tflops"],
+        peak_fp32_tflops=accelerator["peak_fp32_tflops"],
         supports_bf16=accelerator["supports_bf16"],
         memory_bandwidth_gbps=accelerator["memory_bandwidth_gbps"],
         neuron_cores=accelerator.get("neuron_cores"),  # per chip

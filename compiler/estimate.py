@@ -93,7 +93,10 @@ def warnings(plan: dict, memory: dict, throughput: dict, time: dict, cost: dict)
         warn("qlora-moe-experts-not-quantized",
              f"{arch['name']}: transformers 5 stores the MoE experts as fused 3-D parameters that "
              f"bitsandbytes does not quantize; {share:.0%} of the weights ({experts.get('gib')} GiB) stay "
-             f"{experts.get('dtype')}, so this 'QLoRA' needs about as much memory as bf16 LoRA")
+             f"{experts.get('dtype')}"
+             + (" (PEFT's k-bit preparation upcasts them), so this 'QLoRA' needs about twice the memory of "
+                "bf16 LoRA and runs its experts at fp32 speed" if experts.get("dtype") == "fp32"
+                else ", so this 'QLoRA' needs about as much memory as bf16 LoRA"))
     if memory["verdict"] == "does-not-fit":
         warn("does-not-fit", f"estimated peak {memory['total_gib']} GiB per device exceeds the "
                              f"{memory['capacity_gib']} GiB of {devices.get('accelerator')}")

@@ -111,7 +111,7 @@ def optimizer_step_transient_per_param(optim: str, param_bytes: int) -> float:
     return float(param_bytes) if optim == "adamw_torch" else 0.0
 
 
-def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int) -> dict:
+def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, expert_bytes: int) -> dict:
     """Bytes saved for backward per token in one decoder layer, without checkpointing, and the
     largest transient per token. Counted from the forward of the layer under bf16 autocast, where a
     frozen linear keeps no input (its weight gradient is not needed):
@@ -124,7 +124,7 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int) 
     - the gated MLP keeps gate, act(gate) and up (6i), and the product when down_proj is trained
       (2i); Falcon's MLP keeps h_to_4h's output (2i), and GELU's when dense_4h_to_h is trained (2i).
     - MoE: each token's hidden state is gathered for each of its top_k experts, which then keep
-      the MLP tensors; the router keeps fp32 logits and probabilities.
+      the MLP tensors (in fp32 when the experts are fp32); the router keeps fp32 logits.
     - each LoRA-adapted module keeps its own bf16 copy of the (dropped-out) input and, with
       dropout, a one-byte mask.
     """
@@ -149,7 +149,7 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int) 
     else:
         mlp_unit = 4 * i if full else 2 * i
     if experts:
-        mlp = top_k * (2 * h + mlp_unit) + 2 * h + 8 * experts
+        mlp = top_k * (2 * h + mlp_unit) * expert_bytes // 2 + 2 * h + 8 * experts
     else:
         mlp = mlp_unit
     lora = 0
@@ -166,6 +166,24 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int) 
     saved = norms + attention + mlp + lora
     transient = max(8 * h, 4 * i if arch["mlp"] == "gated" else 2 * i) * (top_k or 1)
     return {"saved": saved, "transient": transient}
+
+
+def counts_lm_head(arch: dict) -> int:
+    return arch["vocab_size"] * arch["hidden_size"]
+
+
+def _adapted_expert_bytes(arch: dict, method: dict, weights: dict, layers_here: int, checkpointing: bool) -> float:
+    """PEFT's lora.ParamWrapper adapts a fused expert parameter W by materialising W + B@A in the
+    forward (a full copy of the layer's experts, which the grouped GEMM keeps for backward) and a
+    full-size gradient of it in backward. Without checkpointing every layer keeps its copy; with it,
+    only the layer being recomputed. On top, the largest parameter's delta or gradient in flight:
+    gate_up_proj, two thirds of the layer's experts."""
+    lora = method.get("lora") or {}
+    if method["type"] == "full" or not lora.get("include_experts") or "experts" not in weights:
+        return 0.0
+    per_layer = weights["experts"]["bytes"] / arch["num_hidden_layers"]
+    copies = 1 if checkpointing else layers_here
+    return per_layer * (copies + 1 / 3)
 
 
 def _shard_factors(plan: dict) -> dict:
@@ -209,6 +227,7 @@ def estimate_memory(plan: dict) -> dict:
     # TRL/PEFT prepare a single-process k-bit model (fp32 upcast) but not a sharded one (FSDP QLoRA).
     upcast = KBIT_PREPARATION_UPCASTS and factors["strategy"] not in ("fsdp", "smp")
     weights = weight_bytes(arch, method, precision, upcast)
+    expert_bytes = DTYPE_BYTES[weights["experts"]["dtype"]] if "experts" in weights else 2
     per_layer_groups = ("linear", "experts", "router", "norms_and_biases")
     # Tensor parallelism splits the layer matrices; expert parallelism splits the experts; a pipeline
     # (device_map or neuron) holds 1/stages of the layers plus, on the first and last device, the
@@ -256,27 +275,33 @@ def estimate_memory(plan: dict) -> dict:
     seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
     tokens = batch["micro_batch_size"] * seq
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
-    layer = _layer_activation_bytes(arch, method, attn_impl, seq)
+    layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes)
     checkpointing = bool(trainer.get("gradient_checkpointing"))
-    if checkpointing:
-        # each layer keeps only its input; backward recomputes one layer at a time
-        layer_acts = layers_here * 2 * h + layer["saved"]
-    else:
-        layer_acts = layers_here * layer["saved"]
-    activations = tokens * (layer_acts + TRANSIENT_LAYER_FRACTION * layer["transient"]) / tp
+    adapted_experts = _adapted_expert_bytes(arch, method, weights, layers_here, checkpointing) / tp / ep
     # embedding output, final norm and lm_head input
-    activations += tokens * 10 * h / tp
+    outside_layers = tokens * 10 * h / tp
     if trainer.get("use_liger_kernel"):
         logits = tokens * h * 4  # fused linear cross-entropy works in chunks
     else:
         logits = tokens * vocab * LOGIT_BYTES / tp
+        if method["type"] == "qlora" and upcast:
+            logits += counts_lm_head(arch) * 2 / tp  # autocast's bf16 copy of the fp32 lm_head
+    one_layer = tokens * (layer["saved"] + TRANSIENT_LAYER_FRACTION * layer["transient"]) / tp + adapted_experts
+    if checkpointing:
+        # Each layer keeps only its input. The loss (at the end of forward, start of backward) and
+        # the recomputation of one layer (later in backward) are not in memory at the same time.
+        activations = tokens * layers_here * 2 * h / tp + outside_layers
+        activation_peak = activations + max(logits, one_layer)
+    else:
+        activations = tokens * layers_here * layer["saved"] / tp + outside_layers + adapted_experts
+        activation_peak = activations + tokens * layer["transient"] / tp + logits
 
     # --- peak ------------------------------------------------------------------------------------
     static = weight_on_device + adapters + states + ddp_buckets
     # Peak in the backward pass: all activations and the loss; gradients build up as activations are
     # freed, so the larger of the two ends counts. Peak at the optimizer step: gradients and the
     # step's temporaries.
-    train_peak = static + gathered + max(activations + logits, grads)
+    train_peak = static + gathered + max(activation_peak, grads)
     step_peak = static + grads + step_transient
     allocated = max(train_peak, step_peak)
     reserved = allocated * (1 + ALLOCATOR_SLACK)
@@ -302,8 +327,8 @@ def estimate_memory(plan: dict) -> dict:
         "optimizer_step_transient": step_transient,
         "ddp_buckets": ddp_buckets,
         "fsdp_gathered_layers": gathered,
-        "activations": activations,
-        "logits_and_loss": logits,
+        "activations": activation_peak - logits if not checkpointing or logits >= one_layer else activation_peak,
+        "logits_and_loss": logits if not checkpointing or logits >= one_layer else 0,
         "allocator_slack": reserved - allocated,
         "cuda_context": context,
     }

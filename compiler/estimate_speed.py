@@ -1,44 +1,66 @@
-"""Training throughput of a plan: FLOPs per token over the devices' achievable rate, plus the
-memory-bound work (4-bit dequantization, optimizer step) and the collectives of sharded runs.
+"""Training throughput of a plan, from what the GPU must compute and move, and what the CPU must
+launch:
 
-    time per micro batch = FLOPs / (peak * utilisation[method]) + memory traffic / bandwidth
-                           + per-layer launch overhead
-    FLOPs per token      = forward * (1 + backward multiple + recompute under checkpointing)
-    forward              = 2 * (active matmul parameters, lm_head included) + causal attention
+    GPU time per micro batch = matmul FLOPs / (peak * utilisation)
+                               + bytes of memory-bound work / (bandwidth * efficiency)
+    CPU time per micro batch = decoder layers * passes * Python and launch cost per layer-pass
+    step time                = max(GPU, CPU) + collectives not hidden behind compute
 
-Full fine-tuning's backward computes gradients of inputs and weights (2x forward); with frozen
-weights (LoRA, QLoRA) only of inputs (1x), plus the adapters' own small matmuls. Gradient
-checkpointing re-runs each layer's forward once. MoE counts only the top_k experts a token visits.
+The GPU runs behind the CPU, so a step costs whichever is longer: small steps of an adapted model are
+launch-bound (the measured Llama-3-8B LoRA steps take the same ~0.5 s from 512 to 2048 tokens).
+
+Matmul FLOPs per token = forward * (1 + backward multiple + recompute under checkpointing), forward
+= 2 * (active matmul parameters, lm_head included) + causal attention. Full fine-tuning's backward
+computes gradients of inputs and weights (2x forward); frozen weights only of inputs (1x). MoE
+counts the top_k experts a token visits; experts adapted through PEFT's ParamWrapper get a full
+weight gradient (the adapter's gradient comes through it), so they cost like full fine-tuning.
+fp32 weights (QLoRA's upcast experts, which autocast does not cover in grouped GEMMs) run at the
+plain fp32 peak.
+
+Memory-bound work: LoRA's per-adapter casts, dropout and adds over the activations; ParamWrapper's
+W + B@A materialisation and full-size gradient per layer and pass; NF4 dequantisation; the
+optimizer step.
 """
 from __future__ import annotations
 
 from . import catalog
-from .estimate_memory import nf4_bytes_per_param
+from .estimate_memory import DTYPE_BYTES, nf4_bytes_per_param, weight_bytes
 
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
-# Share of the dense bf16 peak the training step's matmuls reach, by method. LoRA and QLoRA run the
-# same large GEMMs as full fine-tuning but add many small adapter kernels and casts.
-UTILISATION = {"full": 0.55, "lora": 0.50, "dora": 0.40, "qlora": 0.45}
-# Transformers 5's MoE experts run one small GEMM per expert (or a grouped GEMM): less efficient
-# than a dense layer of the same active size.
-MOE_EFFICIENCY = 0.6
-# Memory bandwidth the dequantization and optimizer kernels reach, as a share of the datasheet's.
-BANDWIDTH_EFFICIENCY = 0.7
-# Bytes moved per 4-bit weight each time a layer's weight is dequantized and used: read the packed
-# weight and its constants, write a bf16 copy, read it again in the GEMM.
+# Share of the dense bf16 tensor-core peak that the training step's GEMMs reach.
+GEMM_UTILISATION = 0.65
+# Grouped GEMMs of the MoE experts (transformers 5's grouped_mm): many smaller, unevenly split
+# matrices reach less of the peak than one dense GEMM.
+MOE_GEMM_UTILISATION = 0.45
+# Share of the plain fp32 peak that fp32 GEMMs reach (cuBLAS SGEMM on large shapes).
+FP32_UTILISATION = 0.72
+# Share of the datasheet memory bandwidth that elementwise and dequantisation kernels reach.
+BANDWIDTH_EFFICIENCY = 0.70
+# LoRA adapter elementwise traffic, bytes per input element of an adapted module per forward:
+# fp32 cast of the input (read 2, write 4), dropout (read 4, write 4, mask 1), autocast's bf16 copy
+# for lora_A (read 4, write 2); without dropout the dropout term goes.
+LORA_BYTES_PER_INPUT = {"dropout": 21, "no_dropout": 12}
+# ... and per output element: lora_B's fp32 output, the scaling, the cast back and the add.
+LORA_BYTES_PER_OUTPUT = 24
+# ParamWrapper: bytes moved per byte of a layer's fused experts per pass (delta write, W and delta
+# reads, W + delta write, GEMM read; in backward the full-size gradient and its reduction to A, B).
+PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE = 7.5
+# NF4: bytes per weight each time a layer's weight is dequantized and used (packed read + constants,
+# bf16 write, bf16 read by the GEMM).
 DEQUANT_BYTES_PER_PARAM = 0.52 + 2 + 2
-# Kernel launches and Python per decoder layer and pass (forward, backward, recompute), seconds.
-LAYER_OVERHEAD_S = {"full": 0.4e-3, "lora": 1.2e-3, "dora": 1.6e-3, "qlora": 1.4e-3}
-# Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing).
+# CPU seconds per decoder layer and pass (forward, recompute, backward): Python, autocast dispatch
+# and kernel launches; PEFT adds several small kernels per adapted module.
+CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 6.5e-3}
+# Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
+# of the link bandwidth they reach. No multi-GPU measurement yet: textbook values.
 COMM_OVERLAP = 0.5
-# Share of the link bandwidth collectives reach.
 COMM_EFFICIENCY = 0.7
 # Trainium through optimum-neuron: no measurement yet; a conservative share of the peak.
 TRAINIUM_UTILISATION = 0.25
 
 
 def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, attn_impl: str) -> dict:
-    """Forward and training FLOPs per token."""
+    """Training FLOPs per token, split by the dtype the experts compute in, and the forward."""
     h, layers = arch["hidden_size"], arch["num_hidden_layers"]
     shapes = catalog.linear_shapes(arch)
     dense = sum(a * b for a, b in shapes.values())
@@ -54,20 +76,31 @@ def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, att
     head_fwd = 2 * h * arch["vocab_size"]
 
     full = method["type"] == "full"
-    backward = 2.0 if full else 1.0
-    adapter = 0
     lora = method.get("lora") or {}
+    backward = 2.0 if full else 1.0
+    expert_backward = 2.0 if full or lora.get("include_experts") else 1.0
+    recompute = 1.0 if checkpointing else 0.0
+    adapter = 0
     if not full:
         r = lora.get("r", 16)
         adapter = sum(2 * r * (shapes[n][0] + shapes[n][1]) for n in lora.get("target_modules") or [] if n in shapes)
-        if lora.get("include_experts"):
-            adapter += sum(2 * r * e * (a + b) for e, a, b in experts.values())
-    recompute = 1.0 if checkpointing else 0.0
-    layer_train = (layer_fwd_dense + layer_fwd_experts) * (1 + backward + recompute) + adapter * (3 + recompute)
-    fwd = layers * (layer_fwd_dense + layer_fwd_experts) + head_fwd
-    train = layers * layer_train + head_fwd * (1 + backward)
-    moe_share = layers * layer_fwd_experts * (1 + backward + recompute) / train if train else 0.0
-    return {"forward": fwd, "train": train, "moe_share": moe_share}
+    dense_train = layers * (layer_fwd_dense * (1 + backward + recompute) + adapter * (3 + recompute))
+    dense_train += head_fwd * (1 + backward)
+    expert_train = layers * layer_fwd_experts * (1 + expert_backward + recompute)
+    return {"forward": layers * (layer_fwd_dense + layer_fwd_experts) + head_fwd,
+            "train": dense_train + expert_train, "dense_train": dense_train, "expert_train": expert_train}
+
+
+def _lora_elementwise_bytes(arch: dict, method: dict, passes: float) -> float:
+    """Bytes per token the LoRA adapters' elementwise kernels move, over all layers and passes."""
+    lora = method.get("lora") or {}
+    if method["type"] == "full" or not lora:
+        return 0.0
+    shapes = catalog.linear_shapes(arch)
+    per_input = LORA_BYTES_PER_INPUT["dropout" if lora.get("dropout") else "no_dropout"]
+    per_layer = sum(per_input * shapes[n][0] + LORA_BYTES_PER_OUTPUT * shapes[n][1]
+                    for n in lora.get("target_modules") or [] if n in shapes)
+    return arch["num_hidden_layers"] * per_layer * passes
 
 
 def _optimizer_bytes(method: str, trainable: int, optim: str) -> float:
@@ -78,7 +111,7 @@ def _optimizer_bytes(method: str, trainable: int, optim: str) -> float:
 
 
 def estimate_throughput(plan: dict) -> dict:
-    """Tokens per second per device and in total, with the pieces of one optimizer step's time."""
+    """Tokens per second per device and in total, with the pieces of one micro batch's time."""
     arch = plan["model"]["architecture"]
     method = plan["method"]
     trainer, batch, devices, parallel = plan["trainer"], plan["batch"], plan["devices"], plan["parallel"]
@@ -100,47 +133,58 @@ def estimate_throughput(plan: dict) -> dict:
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
     flops = flops_per_token(arch, method, seq, checkpointing, attn_impl)
     mtype = method["type"]
+    layers = arch["num_hidden_layers"]
+    passes = 2 + (1 if checkpointing else 0)
 
     tp = parallel.get("tensor_parallel", 1) or 1
     stages = parallel.get("pipeline_stages", 1) or 1
-    if kind == "trainium":
-        utilisation = TRAINIUM_UTILISATION
-    else:
-        utilisation = UTILISATION.get(mtype, UTILISATION["lora"])
-    moe_factor = (1 - flops["moe_share"]) + flops["moe_share"] / MOE_EFFICIENCY
+    utilisation = TRAINIUM_UTILISATION if kind == "trainium" else GEMM_UTILISATION
+    strategy = parallel["strategy"]
+    upcast = mtype == "qlora" and strategy not in ("fsdp", "smp")
+    weights = weight_bytes(arch, method, "bf16", upcast)
+    experts_fp32 = weights.get("experts", {}).get("dtype") == "fp32"
+    expert_rate = (hardware.get("peak_fp32_tflops") or peak_tflops / 8) * 1e12 * FP32_UTILISATION \
+        if experts_fp32 else peak_tflops * 1e12 * (TRAINIUM_UTILISATION if kind == "trainium" else MOE_GEMM_UTILISATION)
     # Tensor parallelism splits each matmul over tp devices; a device_map pipeline runs its stages
     # one after another, so the whole replica goes at the speed of one device.
-    compute_s = tokens * flops["train"] * moe_factor / (peak_tflops * 1e12 * utilisation) / tp
+    compute_s = tokens * (flops["dense_train"] / (peak_tflops * 1e12 * utilisation)
+                          + flops["expert_train"] / expert_rate) / tp
 
     bandwidth = (hardware.get("memory_bandwidth_gbps") or 2000) * 1e9 * BANDWIDTH_EFFICIENCY
-    layers = arch["num_hidden_layers"]
-    passes = 2 + (1 if checkpointing else 0)
-    memory_bytes = 0.0
+    # elementwise traffic scales like the matmuls: forward, recompute, and backward at twice forward
+    memory_bytes = tokens * _lora_elementwise_bytes(arch, method, passes + 1)
+    lora = method.get("lora") or {}
+    if mtype != "full" and lora.get("include_experts") and "experts" in weights:
+        memory_bytes += passes * weights["experts"]["bytes"] * PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE
     if mtype == "qlora":
-        linear = layers * sum(a * b for a, b in catalog.linear_shapes(arch).values())
-        memory_bytes += passes * linear * DEQUANT_BYTES_PER_PARAM * (nf4_bytes_per_param(True) / 0.5159) / tp
+        quant = method.get("quantization") or {}
+        per_param = DEQUANT_BYTES_PER_PARAM - 0.5159 + nf4_bytes_per_param(quant.get("double_quant", True))
+        memory_bytes += passes * weights["linear"]["params"] * per_param
     trainable = plan["model"]["parameters"]["trainable"]
     shard = parallel.get("shard_degree", 1) or 1
     accumulation = batch.get("gradient_accumulation", 1) or 1
-    optimizer_bytes = _optimizer_bytes(mtype, trainable, trainer.get("optim", "adamw_torch")) / shard / tp
-    memory_s = memory_bytes / bandwidth + optimizer_bytes / bandwidth / accumulation
-    overhead_s = layers * passes * LAYER_OVERHEAD_S.get(mtype, LAYER_OVERHEAD_S["lora"])
+    optimizer_bytes = _optimizer_bytes(mtype, trainable, trainer.get("optim", "adamw_torch")) / shard / accumulation
+    memory_s = (memory_bytes / tp + optimizer_bytes) / bandwidth
+    gpu_s = compute_s + memory_s
+    cpu_s = layers * passes * CPU_PER_LAYER_PASS_S.get(mtype, CPU_PER_LAYER_PASS_S["lora"])
 
     comm_s = _communication_seconds(plan, hardware, accumulation)
-    compute_total = compute_s + memory_s + overhead_s
-    step_s = compute_total + max(0.0, comm_s - COMM_OVERLAP * compute_total)
+    busy_s = max(gpu_s, cpu_s)
+    step_s = busy_s + max(0.0, comm_s - COMM_OVERLAP * busy_s)
     per_replica = tokens / step_s
     replicas = parallel.get("data_parallel", 1) or 1
     devices_per_replica = tp * stages
     return {
         "flops_per_token": int(flops["train"]),
         "forward_flops_per_token": int(flops["forward"]),
-        "utilisation": utilisation,
+        "gemm_utilisation": utilisation,
         "micro_step_time_s": round(step_s, 4),
         "compute_s": round(compute_s, 4),
         "memory_bound_s": round(memory_s, 4),
-        "overhead_s": round(overhead_s, 4),
+        "cpu_launch_s": round(cpu_s, 4),
+        "bound_by": "cpu" if cpu_s > gpu_s else "gpu",
         "communication_s": round(comm_s, 4),
+        "experts_compute_dtype": ("fp32" if experts_fp32 else "bf16") if "experts" in weights else None,
         "tokens_per_s_per_device": round(per_replica / devices_per_replica, 1),
         "tokens_per_s_total": round(per_replica * replicas, 1),
         "mfu": round(tokens * flops["train"] / step_s / (peak_tflops * 1e12 * devices_per_replica), 3),

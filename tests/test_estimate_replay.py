@@ -1,0 +1,38 @@
+"""Every committed measurement, replayed through the estimator: peak memory within 10%, tokens/s
+within 20% (benchmarks/estimate_errors.py prints the table)."""
+import importlib.util
+import pathlib
+
+import pytest
+
+_path = pathlib.Path(__file__).parents[1] / "benchmarks" / "estimate_errors.py"
+_spec = importlib.util.spec_from_file_location("estimate_errors", _path)
+estimate_errors = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(estimate_errors)
+
+ROWS = estimate_errors.replay()
+
+
+# Cases that ran (no OOM) in benchmarks/measurements/ as of 2026-11-24; raise it as measurements land.
+MIN_CASES = 19
+
+
+def test_enough_measured_cases():
+    assert len(ROWS) >= MIN_CASES, "the replay needs the committed measurements (benchmarks/measurements/*.json)"
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["id"] for row in ROWS])
+def test_peak_memory_within_bound(row):
+    assert abs(row["memory_error"]) <= estimate_errors.MEMORY_BOUND, (
+        f"estimated {row['estimated_peak_gib']:.2f} GiB, measured {row['measured_peak_gib']:.2f} GiB")
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[row["id"] for row in ROWS])
+def test_tokens_per_s_within_bound(row):
+    assert abs(row["speed_error"]) <= estimate_errors.SPEED_BOUND, (
+        f"estimated {row['estimated_tokens_per_s']:.0f} tokens/s, measured {row['measured_tokens_per_s']:.0f}")
+
+
+def test_measured_out_of_memory_cases_are_not_called_fits():
+    for row in estimate_errors.oom_rows():
+        assert row["verdict"] != "fits", row
