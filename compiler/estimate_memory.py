@@ -257,6 +257,9 @@ def estimate_memory(plan: dict) -> dict:
         trainable_extra = trainable * param_bytes
     model_split = tp * (stages if stages > 1 else 1)
     trainable_here = trainable / model_split
+    if full and ep > 1 and "experts" in weights:
+        # expert parallelism places each expert's weights, gradients and states on 1/ep of the ranks
+        trainable_here -= weights["experts"]["params"] * (1 - 1 / ep) / model_split
     grads = trainable_here * param_bytes / factors["grads"]
     optim = trainer.get("optim", "adamw_torch")
     states = trainable_here * optimizer_bytes_per_param(optim, param_bytes) / factors["states"]

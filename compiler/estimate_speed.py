@@ -199,21 +199,26 @@ def _communication_seconds(plan: dict, hardware: dict, accumulation: int) -> flo
         return 0.0
     interconnect = hardware.get("interconnect") or {}
     per_node = devices.get("per_node", 1) or 1
-    nodes = devices.get("nodes", 1) or 1
-    intra = (interconnect.get("intra_node_gbytes_per_s") or 16) * 1e9
-    inter = (interconnect.get("network_gbps") or 25) * 1e9 / 8 / per_node
-    bandwidth = (min(intra, inter) if nodes > 1 else intra) * COMM_EFFICIENCY
+    intra = (interconnect.get("intra_node_gbytes_per_s") or 16) * 1e9 * COMM_EFFICIENCY
+    inter = (interconnect.get("network_gbps") or 25) * 1e9 / 8 / per_node * COMM_EFFICIENCY
+
+    def bandwidth(group: int) -> float:
+        return intra if group <= per_node else min(intra, inter)
+
     trainable = plan["model"]["parameters"]["trainable"]
     total = plan["model"]["parameters"]["total"]
     grad_bytes = trainable * (2 if plan["method"]["type"] == "full" else 4)
-    ring = (world - 1) / world
-    strategy = parallel["strategy"]
-    if strategy in ("fsdp", "smp") and (parallel.get("shard_degree", 1) or 1) > 1:
-        # all-gather the weights for forward and again for backward, reduce-scatter the gradients
+    shard = parallel.get("shard_degree", 1) or 1
+    if parallel["strategy"] in ("fsdp", "smp") and shard > 1:
+        # all-gather the weights for forward and again for backward and reduce-scatter the gradients
+        # within a shard group; hybrid sharding then all-reduces the gradient shards across groups
+        ring = (shard - 1) / shard
         weight_bytes = total * (2 if plan["method"]["type"] != "qlora" else 0.6)
-        per_micro = 2 * weight_bytes * ring
-        per_step = grad_bytes * ring
-    else:
-        per_micro = 0.0
-        per_step = 2 * grad_bytes * ring  # all-reduce
-    return (per_micro + per_step / accumulation) / bandwidth
+        seconds = 2 * weight_bytes * ring / bandwidth(shard)
+        seconds += grad_bytes * ring / bandwidth(shard) / accumulation
+        groups = world // shard
+        if groups > 1:
+            seconds += 2 * grad_bytes / shard * (groups - 1) / groups / inter / accumulation
+        return seconds
+    ring = (world - 1) / world
+    return 2 * grad_bytes * ring / bandwidth(world) / accumulation  # DDP all-reduce
