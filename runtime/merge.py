@@ -1,0 +1,67 @@
+"""After training: the merged model (`outputs.merged_model`) and the sample answers (`outputs.sample_prompts`).
+
+The trainer calls finish_outputs itself; the SageMaker backend runs it as a second job:
+    python -m tunespec.runtime.merge --plan PLAN.json --run-dir DIR   (DIR holds adapter/)
+"""
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from . import model_loading
+from .generate import BaseAndTuned, compare
+from .run_layout import ADAPTER, MERGED, SAMPLES
+
+logger = logging.getLogger("tunespec.train")
+SAMPLE_MAX_NEW_TOKENS = 128
+
+
+def merge_adapter(plan: dict, run_dir: Path) -> Path:
+    """Base weights (unquantized, in the compute dtype) + adapter → DIR/merged."""
+    from peft import PeftModel
+
+    base = model_loading.load_for_inference(plan, model_loading.model_path(plan["model"]), device="cpu",
+                                            dtype=model_loading.DTYPES[model_loading.precision(plan)])
+    merged = PeftModel.from_pretrained(base, str(run_dir / ADAPTER)).merge_and_unload()
+    target = run_dir / MERGED
+    merged.save_pretrained(target)
+    model_loading.load_tokenizer(str(run_dir / ADAPTER), plan["model"]).save_pretrained(target)
+    return target
+
+
+def answer_samples(plan: dict, run_dir: Path) -> list:
+    models = BaseAndTuned(plan, run_dir)
+    samples = [{"prompt": prompt, "base": base, "tuned": tuned}
+               for prompt, base, tuned in compare(models, plan["outputs"]["sample_prompts"], SAMPLE_MAX_NEW_TOKENS)]
+    (run_dir / SAMPLES).write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
+    return samples
+
+
+def finish_outputs(plan: dict, run_dir: Path) -> dict:
+    """Write what `outputs` asks for beyond the adapter; returns {name: path relative to the run}."""
+    written = {}
+    outputs = plan.get("outputs") or {}
+    has_adapter = (run_dir / ADAPTER / "adapter_config.json").is_file()
+    if outputs.get("merged_model") and has_adapter:
+        logger.info("merging the adapter into the base model")
+        written["merged"] = merge_adapter(plan, run_dir).name
+    if outputs.get("sample_prompts"):
+        logger.info("answering %d sample prompts with the base and the tuned model", len(outputs["sample_prompts"]))
+        for sample in answer_samples(plan, run_dir):
+            logger.info("prompt: %s\n  base:  %s\n  tuned: %s", sample["prompt"], sample["base"], sample["tuned"])
+        written["samples"] = SAMPLES
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tunespec.runtime.merge")
+    parser.add_argument("--plan", required=True, type=Path)
+    parser.add_argument("--run-dir", required=True, type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    finish_outputs(json.loads(args.plan.read_text()), args.run_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

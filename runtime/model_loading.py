@@ -1,0 +1,208 @@
+"""The plan's model: where its weights are, loading it for training or inference, and its adapter config.
+
+Sources: a hub id, a local folder, a GGUF file, or `pkg://DIST/PATH` (a file of an installed package).
+A GGUF model is dequantized into a plain trainable Hugging Face folder once and cached.
+"""
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import torch
+import transformers
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .package_files import PackageFileError, is_package_uri, package_file
+
+logger = logging.getLogger("tunespec.train")
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class ModelLoadError(RuntimeError):
+    """The plan's model cannot be found or loaded as asked (message says what to change)."""
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNESPEC_CACHE") or Path.home() / ".cache" / "tunespec")
+
+
+def _local_source(model_plan: dict) -> str:
+    """The plan's source as a hub id or an existing local path."""
+    source = model_plan["source"]
+    if model_plan["source_kind"] == "s3" or source.startswith("s3://"):
+        raise ModelLoadError(f"{source}: S3 model sources are downloaded by the SageMaker/Slurm backends; "
+                             "for a local run, download the model and point model.source at the folder")
+    if is_package_uri(source):
+        try:
+            return str(package_file(source))
+        except PackageFileError as error:
+            raise ModelLoadError(str(error)) from None
+    if model_plan["source_kind"] in ("local", "gguf"):
+        path = Path(source).expanduser()
+        if not path.exists():
+            raise ModelLoadError(f"{source}: no such file or folder")
+        return str(path)
+    return source
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|transformers {transformers.__version__}"
+    return cache_root() / "models" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize a GGUF file into a plain model folder (weights, config, tokenizer)."""
+    logger.info("converting %s into a trainable model (once) at %s", gguf.name, target)
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
+    # A GGUF-loaded model is marked quantized and refuses training and saving: rebuild a plain one.
+    config = loaded.config
+    del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(loaded.state_dict())
+    # GGUF tokenizer metadata can disagree with the model's config (SmolLM2: eos <|im_start|> vs
+    # <|im_end|>); the config is what generation stops on, so the tokenizer follows it.
+    if isinstance(config.eos_token_id, int) and tokenizer.eos_token_id != config.eos_token_id:
+        tokenizer.eos_token = tokenizer.convert_ids_to_tokens(config.eos_token_id)
+    if tokenizer.pad_token is None:
+        pad_id = config.pad_token_id if isinstance(config.pad_token_id, int) else config.eos_token_id
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(pad_id)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:
+        # Another process (a torchrun rank) finished the same conversion first.
+        shutil.rmtree(staging)
+
+
+def model_path(model_plan: dict) -> str:
+    """A hub id or local folder that from_pretrained can load (GGUF files converted and cached)."""
+    source = _local_source(model_plan)
+    if not source.endswith(".gguf"):
+        return source
+    gguf = Path(source)
+    cached = _gguf_cache_dir(gguf)
+    if not (cached / "config.json").is_file():
+        _convert_gguf(gguf, cached)
+    return str(cached)
+
+
+def _hub_options(model_plan: dict) -> dict:
+    return {"revision": model_plan.get("revision"), "trust_remote_code": model_plan.get("trust_remote_code", False),
+            "local_files_only": bool(model_plan.get("offline"))}
+
+
+def load_tokenizer(path: str, model_plan: dict):
+    tokenizer = AutoTokenizer.from_pretrained(path, **_hub_options(model_plan))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def precision(plan: dict) -> str:
+    trainer = plan["trainer"]
+    return "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"
+
+
+def _weights_dtype(plan: dict) -> torch.dtype:
+    # Adapters train in fp32 beside frozen base weights kept in the compute dtype; a full fine-tune
+    # keeps fp32 master weights and lets autocast run the compute in bf16/fp16.
+    if plan["method"]["type"] == "full":
+        return torch.float32
+    return DTYPES[precision(plan)]
+
+
+def _quantization_config(plan: dict):
+    quant = plan["method"].get("quantization")
+    if not quant:
+        return None
+    if not torch.cuda.is_available():
+        raise ModelLoadError("QLoRA quantizes with bitsandbytes, which needs a CUDA GPU; "
+                             "this machine has none (use method lora on CPU)")
+    from transformers import BitsAndBytesConfig
+
+    storage = torch.uint8 if quant["storage_dtype"] == "uint8" else DTYPES[quant["storage_dtype"]]
+    if quant["bits"] == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
+                              bnb_4bit_use_double_quant=quant["double_quant"],
+                              bnb_4bit_compute_dtype=DTYPES[quant["compute_dtype"]],
+                              bnb_4bit_quant_storage=storage)
+
+
+def _device_map(plan: dict, quantized: bool):
+    parallel = plan.get("parallel") or {}
+    if parallel.get("strategy") == "device_map":
+        # Seed 002's naive pipeline: layers spread over every visible GPU of this one process.
+        fraction = (parallel.get("settings") or {}).get("max_memory_fraction", 0.9)
+        gib = {i: f"{int(torch.cuda.get_device_properties(i).total_memory * fraction / 2**30)}GiB"
+               for i in range(torch.cuda.device_count())}
+        return "auto", gib
+    if quantized and parallel.get("strategy") != "fsdp":
+        # bitsandbytes weights are placed at load time: on this process's own GPU.
+        return {"": int(os.environ.get("LOCAL_RANK", "0"))}, None
+    return None, None
+
+
+def load_model(plan: dict, path: str):
+    """The base model for training, in the plan's dtype, quantized for QLoRA."""
+    model_plan = plan["model"]
+    quantization = _quantization_config(plan)
+    device_map, max_memory = _device_map(plan, quantization is not None)
+    options = dict(_hub_options(model_plan), dtype=_weights_dtype(plan),
+                   attn_implementation=model_plan.get("attn_implementation") or "sdpa")
+    if quantization is not None:
+        options["quantization_config"] = quantization
+    if device_map is not None:
+        options["device_map"] = device_map
+    if max_memory is not None:
+        options["max_memory"] = max_memory
+    model = AutoModelForCausalLM.from_pretrained(path, **options)
+    model.config.use_cache = False  # the KV cache only costs memory while training
+    return model
+
+
+def load_for_inference(plan: dict, path: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None):
+    """A model for generation or merging: on the GPU when there is one, in the compute dtype there
+    (fp32 on CPU, where half-precision generation is slow) unless `dtype` says otherwise."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = dtype or (DTYPES[precision(plan)] if device.startswith("cuda") else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_hub_options(plan["model"]))
+    return model.to(device).eval()
+
+
+def _expert_parameters(model) -> list:
+    """Names (from `experts.` on) of fused 3-D MoE expert weights, which peft adapts as parameters."""
+    names = set()
+    for name, parameter in model.named_parameters():
+        if parameter.ndim == 3 and ".experts." in name:
+            names.add("experts." + name.split(".experts.", 1)[1])
+    return sorted(names)
+
+
+def lora_config(plan: dict, model):
+    """peft LoraConfig of the plan's method, or None for full fine-tuning."""
+    lora = plan["method"].get("lora")
+    if plan["method"]["type"] == "full" or not lora:
+        return None
+    from peft import LoraConfig
+
+    options = {}
+    if lora.get("include_experts"):
+        experts = _expert_parameters(model)
+        if not experts:
+            raise ModelLoadError("method.lora.include_experts is set but the model has no fused expert weights")
+        options["target_parameters"] = experts
+    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], bias=lora["bias"],
+                      use_dora=bool(lora.get("use_dora")) or plan["method"]["type"] == "dora",
+                      task_type="CAUSAL_LM", **options)
