@@ -131,6 +131,7 @@ def replay(paths=None) -> list:
                 "measured_peak_gib": case["peak_allocated_bytes"] / 2 ** 30,
                 "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
                 "memory_error": memory["peak_allocated_bytes"] / case["peak_allocated_bytes"] - 1,
+                "reserved_error": memory["peak_reserved_bytes"] / case["peak_reserved_bytes"] - 1,
                 "measured_tokens_per_s": case["tokens_per_s"],
                 "estimated_tokens_per_s": speed["tokens_per_s_total"],
                 "speed_error": speed["tokens_per_s_total"] / case["tokens_per_s"] - 1,
@@ -153,11 +154,11 @@ def oom_rows(paths=None) -> list:
 
 
 def table(rows: list, ooms: list) -> str:
-    lines = ["| case | peak GiB measured | estimated | error | tokens/s measured | estimated | error |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| case | peak GiB measured | estimated | error | reserved error | tokens/s measured | estimated | error |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         lines.append(f"| {row['id']} | {row['measured_peak_gib']:.2f} | {row['estimated_peak_gib']:.2f} | "
-                     f"{row['memory_error']:+.1%} | {row['measured_tokens_per_s']:.0f} | "
+                     f"{row['memory_error']:+.1%} | {row['reserved_error']:+.1%} | {row['measured_tokens_per_s']:.0f} | "
                      f"{row['estimated_tokens_per_s']:.0f} | {row['speed_error']:+.1%} |")
     if rows:
         mem = [abs(r["memory_error"]) for r in rows]

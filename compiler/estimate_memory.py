@@ -26,12 +26,18 @@ GIB = 1024 ** 3
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
 # Memory the CUDA context, kernels and cuBLAS/NCCL handles take outside torch's allocator counters.
 CUDA_CONTEXT_BYTES = int(0.55 * GIB)
-# Reserved/allocated at the peak: the caching allocator rounds blocks and keeps freed segments.
-ALLOCATOR_SLACK = 0.06
-# Bytes per logit and token at the loss: bf16 logits (2) + fp32 upcast (4) + fp32 log-softmax kept
-# for backward (4), and at the start of backward a fp32 gradient (4) while the saved output lives,
-# less the bf16 logits freed with the model output: peak ~ 12 bytes.
-LOGIT_BYTES = 12.0
+# Reserved beyond allocated at the peak, as a share of the memory allocated during the step (not
+# the resident weights): the caching allocator keeps the freed segments of the loss's large blocks
+# while recomputation under checkpointing asks for other sizes (measured on the H100: 0.21-0.67,
+# median 0.34); without checkpointing the saved activations are allocated once and stay (0.02-0.16,
+# median 0.06). The waste stays below a few large segments however big the step: at most ~6 GiB.
+ALLOCATOR_SLACK = {"checkpointing": 0.35, "no_checkpointing": 0.08}
+ALLOCATOR_SLACK_CAP = 6 * GIB
+# Bytes per logit and token at the loss: the fp32 upcast of the logits (4), the fp32 log-softmax
+# kept for backward (4), and at the start of backward its fp32 gradient (4), less what the bf16
+# logits' early release gives back: 12 by count; the Llama-3 (128k vocabulary) and Mixtral (32k)
+# measurements under checkpointing, where the loss sets the peak, give 11.4-11.8.
+LOGIT_BYTES = 11.5
 # Fraction of the largest per-layer transient (fp32 norm copies, MLP intermediates being built) in
 # flight on top of what is saved.
 TRANSIENT_LAYER_FRACTION = 1.0
@@ -111,7 +117,8 @@ def optimizer_step_transient_per_param(optim: str, param_bytes: int) -> float:
     return float(param_bytes) if optim == "adamw_torch" else 0.0
 
 
-def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, expert_bytes: int) -> dict:
+def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, expert_bytes: int,
+                            fp32_residual: bool) -> dict:
     """Bytes saved for backward per token in one decoder layer, without checkpointing, and the
     largest transient per token. Counted from the forward of the layer under bf16 autocast, where a
     frozen linear keeps no input (its weight gradient is not needed):
@@ -127,6 +134,10 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
       the MLP tensors (in fp32 when the experts are fp32); the router keeps fp32 logits.
     - each LoRA-adapted module keeps its own bf16 copy of the (dropped-out) input and, with
       dropout, a one-byte mask.
+    - bitsandbytes' 4-bit matmul keeps its input although the weight is frozen: the norm output
+      once per layer input (2h), or, when PEFT's k-bit preparation has made the embedding and norms
+      fp32 (`fp32_residual`: the residual stream and norm outputs are then fp32, +4h per norm), one
+      bf16 cast per module reading a norm output; the MLP product feeding down_proj (2i).
     """
     h, i = arch["hidden_size"], arch["intermediate_size"]
     hd = arch["head_dim"]
@@ -163,7 +174,19 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
                 lora += per_element * shapes[name][0]
         if lora_cfg.get("include_experts") and experts:
             lora += top_k * 2 * (h + i)
-    saved = norms + attention + mlp + lora
+    quantized = 0
+    if method["type"] == "qlora":
+        shapes = catalog.linear_shapes(arch)
+        out_like = {"o_proj", "dense"}  # input is the SDPA output, saved already
+        down_like = {"down_proj", "dense_4h_to_h"}
+        norm_readers = [n for n in shapes if n not in out_like | down_like]
+        if fp32_residual:
+            quantized = sum(2 * shapes[n][0] for n in norm_readers) + arch["norms_per_layer"] * 4 * h
+        else:
+            quantized = arch["norms_per_layer"] * 2 * h
+        if not experts:
+            quantized += 2 * i
+    saved = norms + attention + mlp + lora + quantized
     transient = max(8 * h, 4 * i if arch["mlp"] == "gated" else 2 * i) * (top_k or 1)
     return {"saved": saved, "transient": transient}
 
@@ -278,7 +301,9 @@ def estimate_memory(plan: dict) -> dict:
     seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
     tokens = batch["micro_batch_size"] * seq
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
-    layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes)
+    fp32_residual = method["type"] == "qlora" and upcast
+    layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes, fp32_residual)
+    residual_bytes = 4 if fp32_residual else 2
     checkpointing = bool(trainer.get("gradient_checkpointing"))
     adapted_experts = _adapted_expert_bytes(arch, method, weights, layers_here, checkpointing) / tp / ep
     # embedding output, final norm and lm_head input
@@ -293,7 +318,7 @@ def estimate_memory(plan: dict) -> dict:
     if checkpointing:
         # Each layer keeps only its input. The loss (at the end of forward, start of backward) and
         # the recomputation of one layer (later in backward) are not in memory at the same time.
-        activations = tokens * layers_here * 2 * h / tp + outside_layers
+        activations = tokens * layers_here * residual_bytes * h / tp + outside_layers
         activation_peak = activations + max(logits, one_layer)
     else:
         activations = tokens * layers_here * layer["saved"] / tp + outside_layers + adapted_experts
@@ -307,7 +332,8 @@ def estimate_memory(plan: dict) -> dict:
     train_peak = static + gathered + max(activation_peak, grads)
     step_peak = static + grads + step_transient
     allocated = max(train_peak, step_peak)
-    reserved = allocated * (1 + ALLOCATOR_SLACK)
+    slack = ALLOCATOR_SLACK["checkpointing" if checkpointing else "no_checkpointing"]
+    reserved = allocated + min(ALLOCATOR_SLACK_CAP, slack * max(0.0, allocated - weight_on_device - adapters))
     context = CUDA_CONTEXT_BYTES if devices.get("kind") == "cuda" else 0
     total = reserved + context
 

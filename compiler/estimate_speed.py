@@ -28,7 +28,7 @@ from .estimate_memory import DTYPE_BYTES, nf4_bytes_per_param, weight_bytes
 
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
 # Share of the dense bf16 tensor-core peak that the training step's GEMMs reach.
-GEMM_UTILISATION = 0.65
+GEMM_UTILISATION = 0.75
 # Grouped GEMMs of the MoE experts (transformers 5's grouped_mm): many smaller, unevenly split
 # matrices reach less of the peak than one dense GEMM.
 MOE_GEMM_UTILISATION = 0.45
@@ -48,9 +48,14 @@ PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE = 7.5
 # NF4: bytes per weight each time a layer's weight is dequantized and used (packed read + constants,
 # bf16 write, bf16 read by the GEMM).
 DEQUANT_BYTES_PER_PARAM = 0.52 + 2 + 2
+# QLoRA after PEFT's k-bit preparation: the fp32 embedding and norms make the residual stream, the
+# norm outputs and the adapted modules' outputs fp32, so the layer's elementwise kernels move about
+# twice the bytes. Measured: ~30 us/token more than bf16 LoRA on Llama-3-8B (32 layers, 4 pass
+# equivalents with checkpointing): bytes per hidden element per layer and pass.
+FP32_RESIDUAL_BYTES_PER_HIDDEN = 134
 # CPU seconds per decoder layer and pass (forward, recompute, backward): Python, autocast dispatch
 # and kernel launches; PEFT adds several small kernels per adapted module.
-CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 6.5e-3}
+CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 8.0e-3}
 # Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
 # of the link bandwidth they reach. No multi-GPU measurement yet: textbook values.
 COMM_OVERLAP = 0.5
@@ -156,6 +161,8 @@ def estimate_throughput(plan: dict) -> dict:
     lora = method.get("lora") or {}
     if mtype != "full" and lora.get("include_experts") and "experts" in weights:
         memory_bytes += passes * weights["experts"]["bytes"] * PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE
+    if upcast:
+        memory_bytes += tokens * layers * (passes + 1) * FP32_RESIDUAL_BYTES_PER_HIDDEN * arch["hidden_size"]
     if mtype == "qlora":
         quant = method.get("quantization") or {}
         per_param = DEQUANT_BYTES_PER_PARAM - 0.5159 + nf4_bytes_per_param(quant.get("double_quant", True))
