@@ -113,10 +113,11 @@ def precision(plan: dict) -> str:
     return "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"
 
 
-def _weights_dtype(plan: dict) -> torch.dtype:
-    # Adapters train in fp32 beside frozen base weights kept in the compute dtype; a full fine-tune
-    # keeps fp32 master weights and lets autocast run the compute in bf16/fp16.
-    if plan["method"]["type"] == "full":
+def weights_dtype(plan: dict) -> torch.dtype:
+    # Weights load in the training precision (adapters still train in fp32): a bf16 full fine-tune
+    # keeps bf16 weights and AdamW states, as the estimator's measurements do. fp16 cannot hold
+    # master weights (the gradient scaler refuses fp16 gradients), so a full fp16 run loads fp32.
+    if plan["method"]["type"] == "full" and precision(plan) == "fp16":
         return torch.float32
     return DTYPES[precision(plan)]
 
@@ -158,7 +159,7 @@ def load_model(plan: dict, path: str):
     model_plan = plan["model"]
     quantization = _quantization_config(plan)
     device_map, max_memory = _device_map(plan, quantization is not None)
-    options = dict(_hub_options(model_plan), dtype=_weights_dtype(plan),
+    options = dict(_hub_options(model_plan), dtype=weights_dtype(plan),
                    attn_implementation=model_plan.get("attn_implementation") or "sdpa")
     if quantization is not None:
         options["quantization_config"] = quantization
