@@ -5,6 +5,7 @@ several GPUs) with its output in RUN/console.log; the bar reads RUN/progress.jso
 resumes an interrupted run from its last complete checkpoint, and only reports a finished one.
 Light: no torch here, the CLI imports this module.
 """
+import ctypes
 import json
 import os
 import signal
@@ -44,6 +45,19 @@ def _trainer_environment(plan: dict) -> dict:
     if plan["devices"]["kind"] == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # the plan was made for the CPU: keep every library off a GPU
     return env
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: the kernel sends it SIGTERM when this process dies, so no orphaned
+    # trainer keeps writing into the run folder that a later apply resumes (torchrun passes SIGTERM on).
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def start_trainer(command: list, log, env: Optional[dict] = None) -> subprocess.Popen:
+    """The trainer process, its output into `log` (an open binary file)."""
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 def _saved_plan_conflict(run_dir: Path, plan: dict) -> Optional[str]:
@@ -176,8 +190,7 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
     # The trainer's own events tell this session's story: older ones belong to earlier sessions.
     (run_dir / PROGRESS).unlink(missing_ok=True)
     with (run_dir / CONSOLE_LOG).open("ab") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                   env=_trainer_environment(plan))
+        process = start_trainer(command, log, _trainer_environment(plan))
         try:
             error = _follow(process, run_dir, console)
         except KeyboardInterrupt:
