@@ -209,15 +209,6 @@ def evaluation_has_data(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
-def moe_quantization_trap(spec: Spec, plan: dict) -> List[dict]:
-    arch = plan["model"]["architecture"]
-    if spec.method.type == "qlora" and arch.get("num_local_experts"):
-        return [warning("moe-experts-not-quantized",
-                        "transformers 5 stores MoE experts as fused 3-D parameters that bitsandbytes does not "
-                        "quantize: under QLoRA the experts stay in bf16 (most of the model's weights)")]
-    return []
-
-
 def gated_model_needs_token(spec: Spec, plan: dict) -> List[dict]:
     if plan["model"]["source_kind"] == "hub" and spec.model.source.startswith(GATED_PREFIXES) \
             and spec.secrets.hf_token is None and not spec.model.offline:
@@ -236,7 +227,6 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     single_process_gpus,
     sequence_fits_model,
     evaluation_has_data,
-    moe_quantization_trap,
     gated_model_needs_token,
 ]
 
