@@ -13,6 +13,7 @@ import string
 from pathlib import Path
 from typing import Optional
 
+from .. import package_files
 from ..schema.data import DataSource, DataSpec
 from .errors import SpecError
 
@@ -32,15 +33,11 @@ def source_kind(path: str) -> str:
 
 
 def package_file(uri: str, field_path: tuple = ()) -> Path:
-    """`pkg://DISTRIBUTION/PATH` → the file PATH inside the installed distribution."""
-    from importlib import metadata
-
-    distribution, _, relative = uri[len("pkg://"):].partition("/")
+    """`pkg://DISTRIBUTION/PATH` → the installed file, or a SpecError at `field_path`."""
     try:
-        return Path(str(metadata.distribution(distribution).locate_file(relative)))
-    except metadata.PackageNotFoundError:
-        raise SpecError(f"the Python package `{distribution}` is not installed", field_path,
-                        hint=f"install it (`pip install {distribution}`) or point to the file directly") from None
+        return package_files.package_file(uri)
+    except package_files.PackageFileError as error:
+        raise SpecError(str(error), field_path, hint="install the package, or point to the file directly") from None
 
 
 def resolve_path(path: str, base_dir: Path, cwd: Path) -> str:

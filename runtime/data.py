@@ -13,7 +13,7 @@ import string
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from .package_files import PackageFileError, is_package_uri, package_file
+from ..package_files import PackageFileError, is_package_uri, package_file
 
 FORMATS_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 CHAT_ROLES = {"system", "user", "assistant", "tool"}

@@ -16,7 +16,7 @@ from tunespec.compiler.plan import build_plan, canonical_json
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.runtime import run_layout
 from tunespec.runtime.local import apply_local, start_trainer, trainer_command
-from tunespec.runtime.package_files import package_file
+from tunespec.package_files import package_file
 from tunespec.runtime.progress import read_events
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
