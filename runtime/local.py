@@ -206,3 +206,25 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
         return 0
     _print_failure(console, plan, run_dir, code, error)
     return code if code > 0 else 1
+
+
+def status_local(plan: dict, console, run_dir: Optional[Path] = None) -> int:
+    """Report a local run: finished (with its metrics), in progress or interrupted, or not started."""
+    run_dir = run_dir or Path(plan["backend"]["run_dir"])
+    metrics = finished_metrics(run_dir)
+    if metrics:
+        print_report(console, run_dir, metrics)
+        return 0
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint:
+        console.print(f"{run_dir}: not finished; last complete checkpoint {checkpoint.name} "
+                      "(`tunespec apply` again resumes from it)")
+        return 0
+    console.print(f"{run_dir}: no run yet")
+    return 0
+
+
+def cancel_local(plan: dict, console, run_dir: Optional[Path] = None) -> int:
+    console.print("A local run stops with Ctrl-C in the terminal that runs it (or by ending its process); "
+                  "`tunespec apply` later resumes from the last checkpoint.")
+    return 0

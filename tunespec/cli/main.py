@@ -5,10 +5,10 @@ from typing import List, Optional
 
 from ..compiler.errors import SpecError
 from ..runtime.errors import BackendError
-from . import apply, diff, plan, probe, schema, status, validate
+from . import apply, diff, evaluate, generate, plan, probe, schema, status, validate
 
 # Each verb module has `add_parser(subparsers)` and `run(args) -> int`.
-VERBS = [validate, plan, diff, schema, apply, status, probe]
+VERBS = [validate, plan, diff, schema, apply, status, probe, generate, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
