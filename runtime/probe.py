@@ -113,7 +113,9 @@ def measure(plan: dict, layers: int, steps: int = 8, warmup: int = 3) -> dict:
             gradient_accumulation_steps=1, gradient_checkpointing=trainer_plan["gradient_checkpointing"],
             bf16=cuda and trainer_plan["bf16"], fp16=cuda and trainer_plan["fp16"], optim=trainer_plan["optim"],
             learning_rate=trainer_plan["learning_rate"], report_to="none", save_strategy="no",
-            logging_strategy="no", use_cpu=not cuda, disable_tqdm=True, dataloader_num_workers=0)
+            logging_strategy="no", use_cpu=not cuda, disable_tqdm=True, dataloader_num_workers=0,
+            # The estimate counts Liger's chunked loss (no full logits) when the plan asks for its kernels.
+            use_liger_kernel=cuda and bool(trainer_plan.get("use_liger_kernel")))
         data = _RandomTokens(steps * batch["micro_batch_size"], length, plan["model"]["architecture"]["vocab_size"])
         if cuda:
             torch.cuda.reset_peak_memory_stats()

@@ -53,6 +53,6 @@ def run(args) -> int:
     _row(table, "tokens/s", measured["tokens_per_s"], speed.get("tokens_per_s_total"), "")
     out.print(table)
     if layers < full:
-        out.print(f"Built {layers} of {full} layers (the whole model does not fit one {hardware}); "
-                  "memory and speed per layer are what the estimate checks.")
+        why = "as --layers asked" if args.layers else f"the whole model does not fit one {hardware}"
+        out.print(f"Built {layers} of {full} layers ({why}); the estimate is for the same layer count.")
     return 0
