@@ -85,6 +85,12 @@ def summary_sections(plan: dict) -> List[Tuple[str, List[Row]]]:
     estimates = estimate_rows(plan)
     if estimates:
         sections.append(("Estimates", estimates))
+    if "tuning" in plan:
+        tuning = plan["tuning"]
+        changes = ", ".join(f"{k}: {v}" for k, v in tuning["applied"].items())
+        text = (f"{changes} ({tuning['reason']}; ~{tuning['tokens_per_s_before']:,.0f} → "
+                f"~{tuning['tokens_per_s_after']:,.0f} tokens/s)") if changes else tuning["reason"]
+        sections.append(("Tuned (--tune)", [("applied", text)]))
     if plan["warnings"]:
         sections.append(("Warnings", [(w["code"], w["message"]) for w in plan["warnings"]]))
     return sections

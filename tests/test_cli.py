@@ -66,3 +66,9 @@ def test_schema_verb_prints_the_published_schema():
     done = tunespec("schema")
     assert done.returncode == 0
     assert done.stdout == (REPO / "schema" / "tunespec-v1.schema.json").read_text()
+
+
+def test_diff_reads_a_spec_at_a_git_ref():
+    done = tunespec("diff", f"HEAD:{SEED_000}", SEED_000, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"spec": [], "plan": [], "files": []}

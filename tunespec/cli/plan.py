@@ -5,6 +5,7 @@ from pathlib import Path
 from ..compiler.plan import build_plan, canonical_json
 from ..compiler.render import write_plan_folder
 from ..compiler.summary import summary_markdown, summary_sections
+from ..compiler.tune import tuned_plan
 from .console import out, print_sections
 from .loading import load_spec_argument
 
@@ -14,11 +15,14 @@ def add_parser(subparsers) -> None:
     parser.add_argument("spec")
     parser.add_argument("-o", "--output", help="plan folder (default: plans/NAME)")
     parser.add_argument("--format", choices=("text", "json", "markdown"), default="text")
+    parser.add_argument("--tune", action="store_true",
+                        help="apply the estimator's fastest suggestion that fits (settings only, same hardware)")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
-    plan = build_plan(load_spec_argument(args.spec))
+    loaded = load_spec_argument(args.spec)
+    plan = tuned_plan(loaded) if args.tune else build_plan(loaded)
     out_dir = Path(args.output or f"plans/{plan['spec']['name']}")
     files = write_plan_folder(plan, out_dir)
     if args.format == "json":

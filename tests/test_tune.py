@@ -1,0 +1,26 @@
+"""`tunespec plan --tune`: the fastest suggested settings that fit, recorded in the plan."""
+from pathlib import Path
+
+from tunespec.compiler.spec_loader import load_spec
+from tunespec.compiler.tune import tuned_plan
+
+
+def test_tight_plan_is_tuned_to_fit_with_the_same_global_batch(repo_cwd):
+    plan = tuned_plan(load_spec(Path("specs/mixtral-8x7b-viggo-qlora-fsdp.yaml")))
+    assert plan["tuning"]["verdict_before"] == "tight"
+    assert plan["estimates"]["memory"]["verdict"] == "fits"
+    assert plan["trainer"]["per_device_train_batch_size"] * plan["trainer"]["gradient_accumulation_steps"] == 10
+    assert plan["batch"]["global_batch_size"] == 80
+    assert plan["backend"]["create_training_job_request"]["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge"
+
+
+def test_fitting_plan_is_tuned_for_speed_only_when_faster(repo_cwd):
+    plan = tuned_plan(load_spec(Path("specs/mixtral-8x7b-sst2-smp-expert-parallel.yaml")))
+    assert plan["tuning"]["applied"] == {"training.micro_batch_size": 4}
+    assert plan["tuning"]["tokens_per_s_after"] > plan["tuning"]["tokens_per_s_before"]
+    assert plan["estimates"]["memory"]["verdict"] == "fits"
+
+
+def test_plan_without_a_better_setting_says_so(repo_cwd):
+    plan = tuned_plan(load_spec(Path("specs/falcon-40b-samsum-qlora-g5.yaml")))
+    assert plan["tuning"] == {"applied": {}, "reason": "the spec's settings are already the fastest that fit"}
