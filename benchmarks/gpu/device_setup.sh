@@ -21,7 +21,8 @@ fi
 rm -rf /tmp/pkg && mkdir -p /tmp/pkg/tunespec
 for entry in "$ROOT"/tunespec/*; do ln -s "$entry" /tmp/pkg/tunespec/; done
 for sub in schema compiler runtime; do ln -s "$ROOT/$sub" "/tmp/pkg/tunespec/$sub"; done
-export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# PYTHONSAFEPATH: `python -m` must not put the cwd (the repo root, whose tunespec/ lacks the subpackages) first.
+export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export TUNESPEC_CACHE=/tmp/tunespec-gpu/cache HF_HUB_OFFLINE=1
 tunespec() { python3 -m tunespec.cli.main "$@"; }
 MODEL=/tmp/tunespec-gpu/llama3-8b

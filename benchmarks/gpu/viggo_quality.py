@@ -32,7 +32,6 @@ def main() -> int:
         print(console.read_text()[-6000:] if console.is_file() else "no console.log")
         return code
     train_s = time.time() - started
-    sys.path.insert(0, str(ROOT))
     from tunespec.runtime.evaluate import evaluate
 
     started = time.time()
