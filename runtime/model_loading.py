@@ -169,6 +169,13 @@ def load_model(plan: dict, path: str):
         options["max_memory"] = max_memory
     model = AutoModelForCausalLM.from_pretrained(path, **options)
     model.config.use_cache = False  # the KV cache only costs memory while training
+    if quantization is not None and (plan.get("parallel") or {}).get("strategy") not in ("fsdp", "smp"):
+        # QLoRA's recipe (the paper's): norms, embeddings and other unquantized weights in
+        # fp32 for stable training. TRL's SFTTrainer no longer does it; the estimator's measurements
+        # (benchmarks/measurements/) do, and so do we. FSDP shards need one dtype: not there.
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 

@@ -84,9 +84,6 @@ def _build_model(plan: dict, layers: int, cuda: bool, scratch: str):
         gc.collect()
         torch.cuda.empty_cache()
         model = model_loading.load_model(plan, scratch)
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     else:
         with torch.device("cuda" if cuda else "cpu"):
             model = AutoModelForCausalLM.from_config(
