@@ -386,6 +386,10 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
                      interconnect=None, on_demand_usd_per_hour=None, market="local")
     elif name in instances:
         entry = dict(instances[name], market="sagemaker")
+        if entry["on_demand_usd_per_hour"] is None and entry.get("ec2_on_demand_usd_per_hour"):
+            # No SageMaker list price on record: the same machine's EC2 rate, labelled as such, is a
+            # better cost floor than none (SageMaker's rate is higher, by about 15% where both are known).
+            entry.update(on_demand_usd_per_hour=entry["ec2_on_demand_usd_per_hour"], market="ec2-rate")
     elif f"ml.{name}" in instances:
         entry = dict(instances[f"ml.{name}"], market="ec2")
         entry["on_demand_usd_per_hour"] = entry["ec2_on_demand_usd_per_hour"]
@@ -407,7 +411,7 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
         supports_bf16=accelerator["supports_bf16"],
         memory_bandwidth_gbps=accelerator["memory_bandwidth_gbps"],
         neuron_cores=accelerator.get("neuron_cores"),  # per chip
-        price_source=hardware["price_source"].get(entry["market"]),
+        price_source=hardware["price_source"].get("ec2" if entry["market"] == "ec2-rate" else entry["market"]),
         price_date=hardware["price_date"] if entry["market"] != "local" else None,
     )
     return entry

@@ -75,7 +75,9 @@ def estimate_cost(plan: dict, time: dict) -> dict:
         "usd": round(hours * price, 2) if price is not None else None,
         "price_source": hardware.get("price_source"),
         "price_date": hardware.get("price_date"),
-        "price_basis": "on-demand list price as of price_date; not re-checked, see price_source",
+        "price_basis": ("EC2 on-demand rate of the same machine (no SageMaker list price on record)"
+                        if hardware.get("market") == "ec2-rate" else
+                        "on-demand list price as of price_date; not re-checked, see price_source"),
     }
 
 

@@ -193,6 +193,8 @@ def _larger_instance(plan: dict) -> dict | None:
         price = hardware.get("on_demand_usd_per_hour")
         if name == current or hardware["kind"] != current_hw["kind"] or price is None:
             continue
+        if hardware["market"] != current_hw["market"]:
+            continue  # EC2 rates and SageMaker list prices do not compare
         if hardware["memory_gib"] * hardware["accelerators_per_instance"] <= \
                 current_hw["memory_gib"] * current_hw["accelerators_per_instance"]:
             continue

@@ -74,7 +74,8 @@ def estimate_rows(plan: dict) -> List[Row]:
     cost = est.get("cost") or {}
     if cost.get("usd") is not None:
         rows.append(("cost", f"${cost['usd']:,.2f} on demand ({cost.get('instance_hours', 0):,.2f} instance-hours"
-                             f" at ${cost.get('usd_per_instance_hour', 0):,.2f}/h, prices of {cost.get('price_date', '?')})"))
+                             f" at ${cost.get('usd_per_instance_hour', 0):,.2f}/h, prices of {cost.get('price_date', '?')})"
+                             + (" — EC2 rate, no SageMaker price on record" if "EC2" in cost.get("price_basis", "") else "")))
     for suggestion in est.get("suggestions") or []:
         rows.append(("suggestion", suggestion["message"] if isinstance(suggestion, dict) else str(suggestion)))
     return rows
