@@ -17,6 +17,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from .run_layout import CHECKPOINTS, last_complete_checkpoint
+
 SHARDED_DIR = "neuron_model"
 
 
@@ -44,9 +46,10 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
     except ImportError as error:
         sys.exit(f"optimum-neuron is not importable here ({error}); install tunespec[neuron] in the job's venv")
     import torch
-    from datasets import load_dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .data import build_datasets
 
     model_plan, method, parallel = plan["model"], plan["method"], plan["parallel"]
     tokenizer = AutoTokenizer.from_pretrained(model_plan["source"], revision=model_plan["revision"])
@@ -59,9 +62,10 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
         lora = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
                           target_modules=spec["target_modules"], bias=spec["bias"], task_type="CAUSAL_LM")
 
-    dataset = _load_train_data(plan["data"]["train"], load_dataset)
+    # The GPU trainer's datasets, in TRL's formats: NeuronSFTTrainer is TRL's SFTTrainer underneath.
+    train_set, eval_set = build_datasets(plan, tokenizer)
 
-    settings = dict(plan["trainer"], output_dir=str(run_dir / "checkpoints"),
+    settings = dict(plan["trainer"], output_dir=str(run_dir / CHECKPOINTS),
                     tensor_parallel_size=parallel["tensor_parallel"],
                     pipeline_parallel_size=parallel["pipeline_stages"])
     if max_steps:
@@ -70,8 +74,10 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
     known = {field.name for field in dataclasses.fields(NeuronSFTConfig)}
     config = NeuronSFTConfig(**{key: value for key, value in settings.items() if key in known})
     trainer = NeuronSFTTrainer(model=model, args=config, peft_config=lora, tokenizer=tokenizer,
-                               train_dataset=dataset, formatting_func=_formatter(plan["data"]["format"]))
-    trainer.train(resume_from_checkpoint=_last_checkpoint(run_dir / "checkpoints"))
+                               train_dataset=train_set, eval_dataset=eval_set)
+    # Resume after a requeue (HyperPod auto-resume) from the newest complete checkpoint, if any.
+    checkpoint = last_complete_checkpoint(run_dir)
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not max_steps:
         trainer.save_model(str(run_dir / SHARDED_DIR))
 
@@ -98,48 +104,6 @@ def merge(plan: dict, run_dir: Path) -> None:
     merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
     AutoTokenizer.from_pretrained(source, revision=revision).save_pretrained(str(run_dir / "model"))
     print(f"merged {run_dir / 'adapter'} into {run_dir / 'model'}")
-
-
-def _load_train_data(source: dict, load_dataset):
-    if source["path"].startswith("hub:"):
-        dataset = load_dataset(source["path"][len("hub:"):], split=source["split"] or "train")
-    else:
-        file_format = source.get("format") or "json"
-        builder = {"jsonl": "json", "tsv": "csv"}.get(file_format, file_format)
-        extra = {"delimiter": "\t"} if file_format == "tsv" else {}
-        dataset = load_dataset(builder, data_files=source["path"], split="train", **extra)
-    if source["limit"]:
-        dataset = dataset.select(range(min(source["limit"], len(dataset))))
-    return dataset
-
-
-def _formatter(data_format: dict):
-    """Rows → training text, for the plan's data format (seed 003's `### Instruction` layout)."""
-    kind = data_format["type"]
-
-    def instruction(row: dict) -> str:
-        parts = [f"### Instruction\n{row[data_format['instruction']]}"]
-        if data_format["context"] and row.get(data_format["context"]):
-            parts.append(f"### Context\n{row[data_format['context']]}")
-        parts.append(f"### Answer\n{row[data_format['response']]}")
-        return "\n\n".join(parts)
-
-    def template(row: dict) -> str:
-        return data_format["prompt"].format(**row) + data_format["completion"].format(**row)
-
-    def text(row: dict) -> str:
-        return row[data_format["column"]]
-
-    if kind == "chat":
-        return None  # NeuronSFTTrainer applies the tokenizer's chat template to a `messages` column
-    one = {"instruction": instruction, "template": template, "text": text}[kind]
-    return lambda rows: [one(dict(zip(rows, values))) for values in zip(*rows.values())]
-
-
-def _last_checkpoint(checkpoints: Path):
-    """Resume after a requeue (HyperPod auto-resume) from the newest checkpoint, if any."""
-    found = sorted(checkpoints.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(found[-1]) if found else None
 
 
 if __name__ == "__main__":
