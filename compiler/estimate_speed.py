@@ -24,7 +24,7 @@ optimizer step.
 from __future__ import annotations
 
 from . import catalog
-from .estimate_memory import DTYPE_BYTES, nf4_bytes_per_param, weight_bytes
+from .estimate_memory import nf4_bytes_per_param, weight_bytes
 
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
 # Share of the dense bf16 tensor-core peak that the training step's GEMMs reach.

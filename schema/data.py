@@ -1,9 +1,9 @@
 """Training data: where it is, how rows become text, how text becomes sequences."""
-from typing import Annotated, List, Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import Field
 
-from .common import Fraction, PositiveInt, SpecModel
+from .common import PositiveInt, SpecModel
 
 
 class DataSource(SpecModel):
