@@ -118,7 +118,7 @@ def optimizer_step_transient_per_param(optim: str, param_bytes: int) -> float:
 
 
 def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, expert_bytes: int,
-                            fp32_residual: bool) -> dict:
+                            fp32_residual: bool, liger: bool = False) -> dict:
     """Bytes saved for backward per token in one decoder layer, without checkpointing, and the
     largest transient per token. Counted from the forward of the layer under bf16 autocast, where a
     frozen linear keeps no input (its weight gradient is not needed):
@@ -138,6 +138,9 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
       once per layer input (2h), or, when PEFT's k-bit preparation has made the embedding and norms
       fp32 (`fp32_residual`: the residual stream and norm outputs are then fp32, +4h per norm), one
       bf16 cast per module reading a norm output; the MLP product feeding down_proj (2i).
+    - Liger's kernels (dense gated-MLP models): the fused SiLU-mul keeps gate and up and recomputes
+      act(gate) in backward (-2i); the fused RMSNorm keeps its bf16 input and one fp32 scalar per
+      row instead of HF's fp32 copy (-2h per norm; nothing to save once the residual is fp32).
     """
     h, i = arch["hidden_size"], arch["intermediate_size"]
     hd = arch["head_dim"]
@@ -186,6 +189,10 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
             quantized = arch["norms_per_layer"] * 2 * h
         if not experts:
             quantized += 2 * i
+    if liger and arch["mlp"] == "gated" and not experts:
+        mlp -= 2 * i
+        if arch["norm"] == "rmsnorm" and not fp32_residual:
+            norms -= arch["norms_per_layer"] * 2 * h
     saved = norms + attention + mlp + lora + quantized
     transient = max(8 * h, 4 * i if arch["mlp"] == "gated" else 2 * i) * (top_k or 1)
     return {"saved": saved, "transient": transient}
@@ -302,7 +309,8 @@ def estimate_memory(plan: dict) -> dict:
     tokens = batch["micro_batch_size"] * seq
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
     fp32_residual = method["type"] == "qlora" and upcast
-    layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes, fp32_residual)
+    layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes, fp32_residual,
+                                    bool(trainer.get("use_liger_kernel")))
     residual_bytes = 4 if fp32_residual else 2
     checkpointing = bool(trainer.get("gradient_checkpointing"))
     adapted_experts = _adapted_expert_bytes(arch, method, weights, layers_here, checkpointing) / tp / ep
