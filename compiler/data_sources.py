@@ -5,21 +5,17 @@ so a plan made from the repository root is the same on every machine. Row and to
 text files feed the time estimate; tokens are approximated from characters (no tokenizer at plan
 time), which is what `tokens_per_example` in the spec overrides.
 """
-import csv
 import difflib
-import json
 import os
-import string
 from pathlib import Path
 from typing import Optional
 
 from .. import package_files
+from ..data_files import FORMATS_BY_SUFFIX, DataError, iter_rows, template_fields
 from ..schema.data import DataSource, DataSpec
 from .errors import SpecError
 
 CHARS_PER_TOKEN = 3.8  # English text under BPE vocabularies of 32k-128k entries
-REMOTE_PREFIXES = ("s3://", "hub:", "pkg://")
-FORMATS_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 
 
 def source_kind(path: str) -> str:
@@ -65,30 +61,6 @@ def file_format(source: DataSource, field_path: tuple) -> Optional[str]:
     return FORMATS_BY_SUFFIX[suffix]
 
 
-def read_rows(path: Path, fmt: str):
-    """Rows of a local text file as dicts, with the 1-based line each starts on."""
-    if fmt in ("csv", "tsv"):
-        with path.open(newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if fmt == "tsv" else ",")
-            line = reader.line_num
-            for row in reader:
-                yield line + 1, row
-                line = reader.line_num
-    elif fmt == "jsonl":
-        with path.open(encoding="utf-8") as handle:
-            for number, text in enumerate(handle, 1):
-                if text.strip():
-                    yield number, json.loads(text)
-    elif fmt == "json":
-        rows = json.loads(path.read_text(encoding="utf-8"))
-        for index, row in enumerate(rows if isinstance(rows, list) else [rows]):
-            yield index + 1, row
-
-
-def template_fields(template: str) -> list:
-    return [name for _, name, _, _ in string.Formatter().parse(template) if name]
-
-
 def text_of_row(row: dict, data: DataSpec) -> str:
     fmt = data.format
     if fmt.type == "template":
@@ -130,7 +102,7 @@ def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], fiel
     rows = 0
     chars = 0
     try:
-        for line, row in read_rows(path, fmt):
+        for _, row in iter_rows(path, fmt, path.name):
             if rows == 0:
                 missing = [c for c in needed if c not in row]
                 if missing:
@@ -146,8 +118,10 @@ def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], fiel
             rows += 1
             if limit and rows >= limit:
                 break
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as exc:
-        raise SpecError(f"{path.name} cannot be read as {fmt}: {exc}", field_path + ("path",)) from None
+    except DataError as error:
+        raise SpecError(str(error), field_path + ("path",)) from None
+    except UnicodeDecodeError as error:
+        raise SpecError(f"{path.name} cannot be read as {fmt}: {error}", field_path + ("path",)) from None
     return {"rows": rows, "mean_chars": round(chars / rows, 1) if rows else 0}
 
 

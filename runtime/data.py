@@ -7,27 +7,14 @@ Examples use TRL's dataset formats, so SFTTrainer tokenizes them and masks the l
   text                    {"text": str}, or {"input_ids": block} when grouped into blocks
 Every row problem is a DataError naming the file and the line (or record) it is on.
 """
-import csv
 import json
-import string
 from pathlib import Path
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
+from ..data_files import FORMATS_BY_SUFFIX, DataError, Row, iter_rows, json_object, template_fields
 from ..package_files import PackageFileError, is_package_uri, package_file
 
-FORMATS_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 CHAT_ROLES = {"system", "user", "assistant", "tool"}
-
-
-class DataError(ValueError):
-    """A data problem: which file, where in it ("line 12", "record 3"), what is wrong."""
-
-    def __init__(self, file: str, where: Optional[str], message: str):
-        self.file, self.where, self.message = file, where, message
-        super().__init__(f"{file}: {where}: {message}" if where else f"{file}: {message}")
-
-
-Row = Tuple[str, dict]  # (where in the file, the row's columns)
 
 
 def resolve_path(path: str) -> Path:
@@ -53,79 +40,12 @@ def file_format(source: dict, path: Path) -> str:
     return fmt
 
 
-def _csv_rows(path: Path, name: str, delimiter: str) -> Iterator[Row]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
-        if reader.fieldnames is None:  # reads the header, so line_num counts from the first row
-            raise DataError(name, None, "empty file (no header)")
-        start = reader.line_num + 1
-        try:
-            for row in reader:
-                where = f"line {start}"
-                if None in row:
-                    raise DataError(name, where, f"{len(reader.fieldnames) + len(row[None])} fields, "
-                                                 f"the header has {len(reader.fieldnames)}")
-                if any(value is None for value in row.values()):
-                    raise DataError(name, where, f"fewer fields than the header's {len(reader.fieldnames)}")
-                yield where, row
-                start = reader.line_num + 1
-        except csv.Error as error:
-            raise DataError(name, f"line {start}", f"not valid {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") \
-                from None
-
-
-def _json_object(name: str, where: str, text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(name, where, f"not valid JSON: {error.msg} (column {error.colno})") from None
-    if not isinstance(value, dict):
-        raise DataError(name, where, f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def _json_rows(path: Path, name: str) -> Iterator[Row]:
-    text = path.read_text(encoding="utf-8")
-    if not text.lstrip().startswith("["):
-        # `datasets.Dataset.to_json` (as in the seed recipes) writes JSON lines into a .json file.
-        yield from _jsonl_rows(text, name)
-        return
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DataError(name, f"line {error.lineno}", f"not valid JSON: {error.msg}") from None
-    for index, record in enumerate(records, 1):
-        if not isinstance(record, dict):
-            raise DataError(name, f"record {index}", f"expected a JSON object, got {type(record).__name__}")
-        yield f"record {index}", record
-
-
-def _jsonl_rows(text: str, name: str) -> Iterator[Row]:
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            yield f"line {number}", _json_object(name, f"line {number}", line)
-
-
-def _parquet_rows(path: Path) -> Iterator[Row]:
-    import pyarrow.parquet as pq
-
-    for index, record in enumerate(pq.read_table(path).to_pylist(), 1):
-        yield f"row {index}", record
-
-
 def read_rows(source: dict) -> List[Row]:
     """The rows of a plan data source (up to its `limit`), each with where it is in the file."""
     path = resolve_path(source["path"])
     fmt = file_format(source, path)
     name = source["path"]
-    if fmt in ("csv", "tsv"):
-        rows = _csv_rows(path, name, "\t" if fmt == "tsv" else ",")
-    elif fmt == "jsonl":
-        rows = _jsonl_rows(path.read_text(encoding="utf-8"), name)
-    elif fmt == "json":
-        rows = _json_rows(path, name)
-    else:
-        rows = _parquet_rows(path)
+    rows = iter_rows(path, fmt, name)
     limit = source.get("limit")
     selected = []
     for row in rows:
@@ -135,17 +55,6 @@ def read_rows(source: dict) -> List[Row]:
     if not selected:
         raise DataError(name, None, "no rows")
     return selected
-
-
-def template_fields(template: str) -> List[str]:
-    """Column names a format string uses (`{ref}`, `{row[x]}` → ref, row)."""
-    names = []
-    for _, field, _, _ in string.Formatter().parse(template):
-        if field:
-            root = field.split(".", 1)[0].split("[", 1)[0]
-            if root not in names:
-                names.append(root)
-    return names
 
 
 def _value(row: dict, column: str, file: str, where: str, required: bool = True):
@@ -265,7 +174,7 @@ def generation_prompt(plan: dict, text: str, tokenizer) -> str:
         fields = template_fields(fmt["prompt"])
         if len(fields) == 1:
             return fmt["prompt"].format(**{fields[0]: text})
-        row = _json_object("prompt", "text", text)
+        row = json_object("prompt", "text", text)
         return fmt["prompt"].format(**{f: _value(row, f, "prompt", "text") for f in fields})
     if fmt["type"] == "instruction":
         return instruction_prompt(text, None)
