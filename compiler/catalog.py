@@ -85,8 +85,9 @@ def resolve_architecture(source: str, architecture: Optional[str], base_dir: pat
         raise SpecError(
             f"`{source}` is not in the model catalog, so its shape is unknown",
             path=("model", "source"),
-            hint=(_did_you_mean(hub_id, _all_model_names()) or "")
-            + " Or set `model.architecture` to a catalog name or the path of the model's config.json.",
+            hint=" ".join(filter(None, (_did_you_mean(hub_id, _all_model_names()),
+                                        "Or set `model.architecture` to a catalog name or the path of the "
+                                        "model's config.json."))),
         )
     raise SpecError(
         f"cannot infer the architecture of `{source}` without downloading it",

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 from .. import __version__
-from ..schema.method import QuantizationSpec
+from ..schema.method import LoraSpec, QuantizationSpec
 from . import catalog, data_sources, rules
 from .errors import SpecError
 from .spec_loader import LoadedSpec
@@ -58,8 +58,6 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     rules.check_method(method)
     lora = None
     if method.lora is not None or method.type != "full":
-        from ..schema.method import LoraSpec
-
         spec_lora = method.lora or LoraSpec()
         lora = {
             "r": spec_lora.r,
@@ -297,7 +295,7 @@ def _build(loaded: LoadedSpec, cwd: Path) -> dict:
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
     plan["tracking"] = spec.tracking.model_dump()
     plan["outputs"] = spec.outputs.model_dump()
-    plan["secrets"] = {k: v for k, v in spec.secrets.model_dump(exclude_none=True).items()}
+    plan["secrets"] = spec.secrets.model_dump(exclude_none=True)
     plan["warnings"] = rules.check_plan(spec, plan)
     plan["backend"] = _compile_backend(loaded, plan)
     plan["warnings"] += plan["backend"].pop("warnings", [])

@@ -8,6 +8,7 @@ from typing import Callable, List
 
 from ..schema import Spec
 from ..schema.method import MethodSpec
+from . import catalog
 from .errors import SpecError
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -62,8 +63,6 @@ def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
             raise SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"), hint="use `sdpa`")
         return []
     hw_name = devices.get("hardware", "")
-    from . import catalog
-
     hw = catalog.lookup_instance(hw_name, ("backend",))
     gpu = f"{hw.get('accelerator_name') or hw['accelerator']} ({hw_name})"
     if precision == "bf16" and not hw.get("supports_bf16", True):
