@@ -27,9 +27,37 @@ def peak_memory() -> dict:
             "peak_memory_kind": "cpu resident set (this process)"}
 
 
+def cuda_peak_bytes() -> Optional[int]:
+    """This process's peak allocated GPU memory so far, or None off the GPU."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.cuda.max_memory_allocated()
+    return None
+
+
+def peaks_per_rank(load_peak_bytes: Optional[int]) -> dict:
+    """Every rank's peak allocated GPU memory (load time and whole run), gathered on all ranks: a
+    sharded run's devices differ, and the load-time peak (whole weights before sharding) can be the
+    largest. Collective: every rank calls it while the process group is up."""
+    import torch
+
+    mine = {"load": load_peak_bytes, "run": cuda_peak_bytes()}
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        every = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(every, mine)
+    else:
+        every = [mine]
+    if any(rank["run"] is None for rank in every):
+        return {}
+    return {"peak_memory_gib_per_rank": [round(rank["run"] / 2**30, 2) for rank in every],
+            "load_peak_memory_gib_per_rank": [None if rank["load"] is None else round(rank["load"] / 2**30, 2)
+                                              for rank in every]}
+
+
 def build_metrics(log_history: list, *, global_step: int, max_steps: int, resumed_from_step: int,
                   tokens_per_s: Optional[float], train_tokens: int, duration_s: float,
-                  outputs: dict) -> dict:
+                  outputs: dict, rank_peaks: Optional[dict] = None) -> dict:
     train, evaluation = loss_histories(log_history)
     eval_losses = [e["eval_loss"] for e in evaluation]
     return {
@@ -47,6 +75,7 @@ def build_metrics(log_history: list, *, global_step: int, max_steps: int, resume
         "train_tokens": train_tokens,
         "duration_s": round(duration_s, 1),
         **peak_memory(),
+        **(rank_peaks or {}),
         "outputs": outputs,
     }
 

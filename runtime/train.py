@@ -100,7 +100,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     from . import model_loading
     from .data import build_datasets
     from .merge import finish_outputs
-    from .metrics import build_metrics, plot_losses, write_metrics
+    from .metrics import build_metrics, cuda_peak_bytes, peaks_per_rank, plot_losses, write_metrics
     from .progress_callback import ProgressCallback
 
     progress.emit("phase", name="loading the model")
@@ -117,6 +117,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
         logger.info("resuming from %s", checkpoint)
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
     model = model_loading.load_model(plan, path)
+    load_peak = cuda_peak_bytes()
     callback = ProgressCallback(progress)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                          processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
@@ -134,7 +135,8 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     trainer.accelerator.wait_for_everyone()
     metrics_inputs = dict(log_history=list(state.log_history), global_step=state.global_step,
                           max_steps=state.max_steps, resumed_from_step=callback.resumed_from_step,
-                          tokens_per_s=callback.tokens_per_second(), train_tokens=callback.step_tokens)
+                          tokens_per_s=callback.tokens_per_second(), train_tokens=callback.step_tokens,
+                          rank_peaks=peaks_per_rank(load_peak))
     # Only the main process goes on, alone: the others' model copies are freed first.
     del trainer, model
     _free_accelerator_memory()
