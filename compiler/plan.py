@@ -7,7 +7,7 @@ from typing import Optional
 
 from .. import __version__
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import catalog, data_sources, rules
+from . import budget, catalog, data_sources, rules
 from .errors import SpecError
 from .spec_loader import LoadedSpec
 
@@ -265,18 +265,26 @@ def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:
             "files": {}}
 
 
-def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None) -> dict:
-    """Compile a loaded spec into the plan. Raises SpecError (with its position) for specs that cannot run."""
+def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: bool = True) -> dict:
+    """Compile a loaded spec into the plan. Raises SpecError (with its position) for specs that cannot run.
+
+    `enforce_budget=False` returns a plan over its budget (`diff` shows by how much) instead of refusing it."""
     cwd = cwd or Path.cwd()
     try:
-        return _build(loaded, cwd)
+        plan = _build(loaded, cwd)
+        over_budget = budget.refusal(plan["estimates"].get("budget")) if enforce_budget else None
+        if over_budget:
+            raise over_budget
+        return plan
     except SpecError as error:
         raise loaded.locate(error) from None
 
 
 def _build(loaded: LoadedSpec, cwd: Path) -> dict:
     spec = loaded.spec
-    spec_json = spec.model_dump(mode="json", exclude={"extends"})
+    # The budget guards the plan but is not part of the run: changing it keeps the spec hash, so job
+    # names and run folders (which the hash names) stay the same.
+    spec_json = spec.model_dump(mode="json", exclude={"extends", "budget"})
     plan: dict = {
         "format": PLAN_FORMAT,
         "tunespec_version": __version__,
@@ -302,6 +310,8 @@ def _build(loaded: LoadedSpec, cwd: Path) -> dict:
     from .estimate import estimate
 
     plan["estimates"] = estimate(plan)
+    if spec.budget is not None:
+        plan["estimates"]["budget"] = budget.usage(plan, spec.budget.model_dump())
     plan["warnings"] = sorted(plan["warnings"] + plan["estimates"].pop("warnings", []),
                               key=lambda w: (w["code"], w["message"]))
     return plan

@@ -1,6 +1,8 @@
 """The human summary of a plan: the same rows feed the terminal table and summary.md."""
 from typing import List, Tuple
 
+from . import budget
+
 Row = Tuple[str, str]
 
 
@@ -76,6 +78,11 @@ def estimate_rows(plan: dict) -> List[Row]:
         rows.append(("cost", f"${cost['usd']:,.2f} on demand ({cost.get('instance_hours', 0):,.2f} instance-hours"
                              f" at ${cost.get('usd_per_instance_hour', 0):,.2f}/h, prices of {cost.get('price_date', '?')})"
                              + (" — EC2 rate, no SageMaker price on record" if "EC2" in cost.get("price_basis", "") else "")))
+    status = est.get("budget")
+    for limit, _, _ in budget.LIMITS if status else []:
+        if limit in status:
+            over = " — over budget" if limit in status["exceeded"] else ""
+            rows.append((f"budget {limit}", budget.describe(status, limit) + over))
     for suggestion in est.get("suggestions") or []:
         rows.append(("suggestion", suggestion["message"] if isinstance(suggestion, dict) else str(suggestion)))
     return rows

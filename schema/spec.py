@@ -4,6 +4,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from .backend import Backend
+from .budget import BudgetSpec
 from .common import SpecModel
 from .data import DataSpec
 from .distribution import Distribution, NoDistribution
@@ -35,3 +36,4 @@ class Spec(SpecModel):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     secrets: SecretsSpec = Field(default_factory=SecretsSpec)
+    budget: Optional[BudgetSpec] = Field(None, description="Limits on the run's estimated cost and time.")
