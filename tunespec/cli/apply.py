@@ -2,6 +2,7 @@
 from pathlib import Path
 
 from .console import out
+from .lock import refuse_drift
 from .plan_source import DEFAULT_SPEC, load_plan_argument
 
 
@@ -14,6 +15,7 @@ def add_parser(subparsers) -> None:
 
 def run(args) -> int:
     plan, plan_dir = load_plan_argument(args.target)
+    refuse_drift(plan, args.target)
     backend = plan["backend"]["type"]
     out.print(f"Applying plan [bold]{plan['spec']['name']}[/] (spec {plan['spec']['hash'][:12]}) on {backend}")
     if backend == "local":

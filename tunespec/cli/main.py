@@ -4,11 +4,12 @@ import sys
 from typing import List, Optional
 
 from ..compiler.errors import SpecError
+from ..compiler.lock import LockDrift
 from ..runtime.errors import BackendError
-from . import apply, diff, evaluate, generate, plan, probe, schema, status, validate
+from . import apply, diff, evaluate, exit_codes, generate, lock, plan, probe, schema, status, validate
 
 # Each verb module has `add_parser(subparsers)` and `run(args) -> int`.
-VERBS = [validate, plan, diff, schema, apply, status, probe, generate, evaluate]
+VERBS = [validate, plan, diff, lock, schema, apply, status, probe, generate, evaluate]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +32,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
         print_spec_error(error)
         return 2
+    except LockDrift as error:
+        print(f"error: {error}", file=sys.stderr)
+        return exit_codes.LOCK_DRIFT
     except BackendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -1,0 +1,7 @@
+"""The exit codes CI reads (README, "Exit codes"). 2 is only ever an invalid spec."""
+OK = 0  # success; for `diff --exit-code` and `plan --check-lock`: nothing changed, nothing drifted
+FAILED = 1  # a backend or this machine failed (not the spec)
+INVALID_SPEC = 2  # the spec (or a spec at a git revision) is refused, with file:line:column
+PLAN_CHANGED = 3  # `diff --exit-code`: the plan (or spec, lock or budget) changed
+LOCK_DRIFT = 4  # `plan --check-lock`, `apply`: the lock no longer matches, or is missing under --check-lock
+INTERRUPTED = 130
