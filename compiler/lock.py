@@ -27,6 +27,7 @@ LOCK_FORMAT = "tunespec-lock/v1"
 TRAINER_PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes",
                     "liger-kernel")
 COMMIT = re.compile(r"^[0-9a-f]{40}$")
+HASH = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")  # a commit or a sha256: shown by its first 12 characters
 # Informational fields: where a file was found differs between machines; its content is what counts.
 NOT_COMPARED = ("path",)
 # Why a value cannot be known here, by the first part of its key that has a reason.
@@ -62,7 +63,7 @@ def _short(value: object) -> str:
     if value is None:
         return "nothing"
     text = str(value)
-    return text[:12] if COMMIT.match(text) or re.match(r"^[0-9a-f]{64}$", text) else text
+    return text[:12] if HASH.match(text) else text
 
 
 # ---- resolving ------------------------------------------------------------------------------------
