@@ -20,6 +20,21 @@ RDZV_BASE_PORT = 29500
 # Where every job leaves its mark when it ends well: `scontrol` forgets finished jobs after
 # MinJobAge (5 minutes by default) and `sacct` needs accounting, which many clusters lack.
 DONE_DIR = "status"
+# Values written into the scripts. `#SBATCH` lines are read by sbatch, not by a shell, so quoting
+# cannot protect them: every such value must match a strict pattern (no spaces, quotes, `$`, `;`, line
+# breaks). Values in shell lines are quoted as well.
+PATH_PATTERN = r"/[A-Za-z0-9._+/-]*"
+SLURM_VALUE_PATTERNS = {
+    ("backend", "shared_dir"): (PATH_PATTERN, "an absolute path of letters, digits and `._+-/`, e.g. /fsx"),
+    ("backend", "partition"): (r"[A-Za-z0-9][A-Za-z0-9_.-]*(,[A-Za-z0-9][A-Za-z0-9_.-]*)*",
+                               "a Slurm partition name (letters, digits, `_.-`; several separated by commas)"),
+    ("backend", "time_limit"): (r"(\d+-)?\d{1,2}:\d{2}(:\d{2})?", "days-hours:minutes:seconds, e.g. 2-00:00:00"),
+    ("backend", "environment", "venv"): (PATH_PATTERN, "an absolute path of letters, digits and `._+-/`"),
+    ("backend", "environment", "container_image"): (r"[A-Za-z0-9/][A-Za-z0-9._/:@#+-]*",
+                                                    "an image reference such as nvcr.io#nvidia/pytorch:24.07-py3"),
+    ("backend", "environment", "container_mounts"): (r"/[A-Za-z0-9._+/:,-]*",
+                                                     "SRC:DST[,SRC:DST] of absolute paths, e.g. /fsx:/fsx"),
+}
 
 
 def run_dir_of(plan: dict, shared_dir: str) -> str:
@@ -62,10 +77,14 @@ def compile_slurm(plan: dict, backend: dict) -> dict:
 
 
 def _refuse_invalid(plan: dict, backend: dict) -> None:
-    shared = backend["shared_dir"]
-    if not shared.startswith("/") or re.search(r"\s", shared):
-        raise SpecError(f"shared_dir `{shared}` must be an absolute path without spaces", ("backend", "shared_dir"),
-                        hint="the FSx for Lustre mount every node sees, e.g. /fsx")
+    for path, (pattern, expected) in SLURM_VALUE_PATTERNS.items():
+        value = backend
+        for key in path[1:]:
+            value = value.get(key) if isinstance(value, dict) else None
+        if value is not None and not re.fullmatch(pattern, value):
+            shown = value if len(value) <= 60 else value[:57] + "..."
+            raise SpecError(f"{shown!r} cannot go into an sbatch script: `{path[-1]}` must be {expected}", path,
+                            hint="spaces, quotes, `$`, `;`, backquotes and line breaks would change the script")
 
 
 class _JobWriter:

@@ -2,6 +2,8 @@
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
+from .secret_scan import mask
+
 SpecPath = Tuple[object, ...]
 
 
@@ -28,10 +30,11 @@ class SpecError(Exception):
         return ".".join(str(p) for p in self.path) or "(spec)"
 
     def format(self) -> str:
+        """The message as printed; any secret-shaped text in it (a value echoed back) is masked."""
         where = self.file or "<spec>"
         if self.line is not None:
             where += f":{self.line}:{self.column}"
         text = f"{where}: error: {self.field_name()}: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
-        return text
+        return mask(text)

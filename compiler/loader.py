@@ -1,8 +1,10 @@
 """YAML text → plain data, remembering where every key and value came from.
 
 PyYAML's composer gives nodes with marks; we build the data ourselves so we can refuse duplicate
-keys, cap alias expansion (billion-laughs files), and record `path → (file, line, column)`.
+keys, cap alias expansion (billion-laughs files, by values and by bytes), nesting, integer length and
+non-finite numbers, each with a location, and record `path → (file, line, column)`.
 """
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,10 +13,16 @@ from typing import Dict, Optional, Tuple
 import yaml
 
 from .errors import SpecError, SpecPath
+from .files import read_text
 
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 20_000
+# Text the values add up to once aliases are expanded: a file without aliases stays under its size.
+MAX_EXPANDED_BYTES = 2 * MAX_FILE_BYTES
 MAX_DEPTH = 64
+# Whole numbers longer than this are no setting's value (int64 has 19 digits); Python refuses to
+# parse those beyond 4300 digits with a ValueError of its own.
+MAX_INTEGER_DIGITS = 19
 MAX_EXTENDS_DEPTH = 8
 
 Position = Tuple[str, int, int]
@@ -29,7 +37,20 @@ class LoadedYaml:
 
 
 class _SpecLoader(yaml.SafeLoader):
-    """SafeLoader whose floats follow YAML 1.2: `2e-4` is a number, not the string '2e-4'."""
+    """SafeLoader whose floats follow YAML 1.2 (`2e-4` is a number, not the string '2e-4') and whose
+    composer refuses deep nesting before Python's recursion limit does."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nesting deeper than {MAX_DEPTH} levels",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _SpecLoader.add_implicit_resolver(
@@ -55,33 +76,50 @@ class _Builder:
         self.loader = loader
         self.file = file
         self.count = 0
+        self.expanded_bytes = 0
         self.result = LoadedYaml(data=None, file=file)
+
+    def _too_large(self, message: str, path: SpecPath, node: yaml.Node) -> SpecError:
+        # Deep inside an alias expansion the path and position say nothing useful: name the
+        # top-level key whose value grew too large.
+        top = path[:1]
+        _, line, column = self.result.keys.get(top) or _position(self.file, node)
+        return SpecError(message, top,
+                         hint="aliases (`*name`) that expand exponentially are refused; write the values out",
+                         file=self.file, line=line, column=column)
 
     def build(self, node: yaml.Node, path: SpecPath) -> object:
         self.count += 1
         if self.count > MAX_NODES:
-            # Deep inside an alias expansion the path and position say nothing useful: name the
-            # top-level key whose value grew too large.
-            top = path[:1]
-            _, line, column = self.result.keys.get(top) or _position(self.file, node)
-            raise SpecError(
-                f"the YAML expands to more than {MAX_NODES} values",
-                top,
-                hint="aliases (`*name`) that expand exponentially are refused; write the values out",
-                file=self.file,
-                line=line,
-                column=column,
-            )
-        if len(path) > MAX_DEPTH:
-            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", path, file=self.file)
+            raise self._too_large(f"the YAML expands to more than {MAX_NODES} values", path, node)
+        if len(path) > MAX_DEPTH:  # an alias inside its own anchor (`&a [*a]`) nests without end
+            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels", path[:1], file=self.file,
+                            line=node.start_mark.line + 1, column=node.start_mark.column + 1)
         self.result.values[path] = _position(self.file, node)
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        self.expanded_bytes += len(node.value)
+        if self.expanded_bytes > MAX_EXPANDED_BYTES:
+            raise self._too_large(f"the YAML expands to more than {MAX_EXPANDED_BYTES >> 20} MiB of text", path, node)
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.ScalarNode, path: SpecPath) -> object:
+        """A scalar's value; numbers no setting can hold are refused where they are written."""
         if node.tag == "tag:yaml.org,2002:timestamp":
             return node.value  # dates and times stay text: no spec field is a date
-        return self.loader.construct_object(node, deep=True)
+        if node.tag == "tag:yaml.org,2002:int" and \
+                len(re.sub(r"[^0-9a-fA-F]", "", node.value.split("0x")[-1])) > MAX_INTEGER_DIGITS:
+            raise SpecError(f"a whole number of more than {MAX_INTEGER_DIGITS} digits", path,
+                            hint="no setting takes a number this large; quote it if it is meant as text",
+                            file=self.file, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+        value = self.loader.construct_object(node, deep=True)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SpecError(f"`{node.value}` is not a finite number", path,
+                            hint="no setting takes infinity or NaN; write a number (quote it if it is meant as text)",
+                            file=self.file, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+        return value
 
     def _mapping(self, node: yaml.MappingNode, path: SpecPath) -> dict:
         out: dict = {}
@@ -98,7 +136,7 @@ class _Builder:
             if not isinstance(key_node, yaml.ScalarNode):
                 raise SpecError("mapping keys must be plain names", path, file=self.file,
                                 line=key_node.start_mark.line + 1, column=key_node.start_mark.column + 1)
-            key = self.loader.construct_object(key_node)
+            key = self._scalar(key_node, path)
             if not isinstance(key, str):
                 key = str(key_node.value)
             if key in out:
@@ -140,12 +178,25 @@ def _syntax_error(exc: yaml.MarkedYAMLError, file: str) -> SpecError:
                      line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None)
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, file: str) -> SpecError:
+    """PyYAML names a forbidden character by its offset only: turn it into line and column."""
+    position = min(exc.position, len(text))
+    line = text.count("\n", 0, position) + 1
+    column = position - (text.rfind("\n", 0, position) + 1) + 1
+    return SpecError(f"not valid YAML: control character U+{exc.character:04X} is not allowed", (),
+                     hint="remove it; inside a double-quoted value write a tab as `\\t` and a line break as `\\n`",
+                     file=file, line=line, column=column)
+
+
 def load_yaml_text(text: str, file: str) -> LoadedYaml:
     """Parse one YAML document into plain data with positions."""
     if len(text.encode("utf-8", "replace")) > MAX_FILE_BYTES:
         raise SpecError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB", (),
                         hint="a spec is a short document; keep data out of it", file=file)
-    loader = _SpecLoader(text)
+    try:
+        loader = _SpecLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, file) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -163,15 +214,6 @@ def load_yaml_text(text: str, file: str) -> LoadedYaml:
 
 def load_yaml_file(path: Path, display: Optional[str] = None) -> LoadedYaml:
     name = display or str(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise SpecError("no such file", (), file=name) from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(f"the file is larger than {MAX_FILE_BYTES // 1024} KiB", (),
-                        hint="a spec is a short document; keep data out of it", file=name)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpecError("the file is not UTF-8 text", (), file=name) from None
+    text = read_text(path, (), "the file", MAX_FILE_BYTES, file=name,
+                     hint="a spec is a short document; keep data out of it")
     return load_yaml_text(text, name)

@@ -1,5 +1,6 @@
 """Spec file → validated `Spec`: `extends:` merging, inline-secret refusal, schema errors with positions."""
 import difflib
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -9,23 +10,29 @@ from typing import Dict, List, Optional
 from pydantic import BaseModel, ValidationError
 
 from ..schema import Spec
+from . import secret_scan
 from .errors import SpecError, SpecPath
 from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file, load_yaml_text
 
 # Keys whose value selects the shape of the rest of the mapping: a child spec that changes one
 # replaces the inherited mapping instead of merging into it.
 DISCRIMINATORS = ("type", "strategy")
+BASE_SPEC_SUFFIXES = (".yaml", ".yml")
+# Fields holding a path relative to the file that writes them, and which of their values are such a
+# path (the rest are hub ids, URIs or absolute paths, the same from every folder).
+RELATIVE_PATH_FIELDS = {
+    ("data", "train", "path"): lambda v: not v.startswith(("s3://", "hub:", "pkg://", "/", "~")),
+    ("data", "eval", "path"): lambda v: not v.startswith(("s3://", "hub:", "pkg://", "/", "~")),
+    ("model", "source"): lambda v: v.startswith(".") or (v.endswith(".gguf") and "://" not in v
+                                                         and not v.startswith(("/", "~"))),
+    ("model", "architecture"): lambda v: v.startswith(".") or (v.endswith(".json") and not v.startswith(("/", "~"))),
+}
 
-SECRET_PATTERNS = [
-    (re.compile(r"\bhf_[A-Za-z0-9]{30,}\b"), "a Hugging Face access token"),
-    (re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"), "an AWS access key id"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{20,}\b"), "an API secret key"),
-    (re.compile(r"\bghp_[A-Za-z0-9]{30,}\b"), "a GitHub token"),
-]
 SECRET_REF_KEYS = ("env", "secrets_manager_arn")  # the keys of a reference, not a secret
-SECRET_KEY = re.compile(r"(token|api[_-]?key|password|secret|access[_-]?key)", re.I)
 # Fields that take a secret reference, and the environment variable the hint suggests.
 SECRET_REF_FIELDS = {("tracking", "wandb", "api_key"): "WANDB_API_KEY", ("secrets", "hf_token"): "HF_TOKEN"}
+# Mappings a backend passes on as they are: random text there is refused as a likely secret.
+PASSED_ON = (("backend", "environment"), ("backend", "tags"))
 
 
 @dataclass
@@ -64,6 +71,11 @@ def _merge(base: object, child: object, base_pos: dict, child_pos: dict, path: S
         for key in list(base) + [k for k in child if k not in base]:
             if key in child:
                 if child[key] is None:
+                    if key not in base:
+                        close = difflib.get_close_matches(str(key), [str(k) for k in base], n=1, cutoff=0.6)
+                        raise SpecError(f"`{key}: null` removes nothing: the base spec has no `{key}` here",
+                                        path + (key,), hint=f"did you mean `{close[0]}`?" if close else
+                                        "`null` removes an inherited key; check the spelling against the base")
                     continue
                 if key in base:
                     merged[key] = _merge(base[key], child[key], base_pos, child_pos, path + (key,), out_pos)
@@ -90,7 +102,8 @@ def _load_with_extends(path: Path, display: str, chain: List[Path], text: Option
     loaded = load_yaml_text(text, display) if text is not None else load_yaml_file(path, display)
     if not isinstance(loaded.data, dict):
         _, line, column = loaded.values.get((), (display, 1, 1))
-        raise SpecError(f"a spec must be a mapping of keys to values; this file holds {_describe(loaded.data)}", (),
+        # Named by kind only: the file may be anything (`extends: ../.env`), its text is not repeated.
+        raise SpecError(f"a spec must be a mapping of keys to values; this file holds {_kind(loaded.data)}", (),
                         hint="start from one of the examples in specs/", file=display, line=line, column=column)
     parent = loaded.data.get("extends")
     if parent is None:
@@ -106,6 +119,11 @@ def _load_with_extends(path: Path, display: str, chain: List[Path], text: Option
     if len(chain) >= MAX_EXTENDS_DEPTH:
         raise locate(SpecError(f"`extends` chain is deeper than {MAX_EXTENDS_DEPTH} files", ("extends",)),
                      loaded.values, loaded.keys, display)
+    if base_path.suffix.lower() not in BASE_SPEC_SUFFIXES:
+        # Never read what is not a spec: its content could end up in an error message.
+        raise locate(SpecError("`extends` names a base spec, a .yaml or .yml file", ("extends",),
+                               hint="write the path of a tunespec spec, relative to this file"),
+                     loaded.values, loaded.keys, display)
     if not base_path.is_file():
         raise locate(SpecError(f"base spec not found: {parent}", ("extends",),
                                hint="the path is relative to the file that names it"),
@@ -114,38 +132,57 @@ def _load_with_extends(path: Path, display: str, chain: List[Path], text: Option
     base = _load_with_extends(base_path, base_display, chain + [base_path])
     values: dict = {}
     child_data = {k: v for k, v in loaded.data.items() if k != "extends"}
-    base_data = {k: v for k, v in base.data.items() if k != "extends"}
-    data = _merge(base_data, child_data, base.values, loaded.values, (), values)
+    base_data = _rebase_paths({k: v for k, v in base.data.items() if k != "extends"},
+                              base_path.parent, path.parent.resolve())
+    try:
+        data = _merge(base_data, child_data, base.values, loaded.values, (), values)
+    except SpecError as error:
+        raise locate(error, loaded.values, loaded.keys, display) from None
     keys = dict(base.keys)
     keys.update(loaded.keys)
     return LoadedYaml(data=data, file=display, values=values, keys=keys)
 
 
-def _scan_inline_secrets(data: object, path: SpecPath) -> None:
-    """Refuse secrets written into the spec: a plan, a log or a hyperparameter would carry them."""
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if isinstance(value, str) and key not in SECRET_REF_KEYS and SECRET_KEY.search(str(key)):
-                variable = SECRET_REF_FIELDS.get(path + (key,))
-                hint = (f"give a reference instead: `{key}: {{env: {variable}}}` or "
-                        f"`{key}: {{secrets_manager_arn: arn:aws:secretsmanager:...}}`; the value is read at run time"
-                        if variable else
-                        "secrets are given by reference: `secrets: {hf_token: {env: HF_TOKEN}}` or "
-                        "`{secrets_manager_arn: arn:aws:secretsmanager:...}`; the value is read at run time")
-                raise SpecError(f"`{key}` looks like a secret written inline", path + (key,), hint=hint)
-            _scan_inline_secrets(value, path + (key,))
-    elif isinstance(data, list):
-        for i, value in enumerate(data):
-            _scan_inline_secrets(value, path + (i,))
-    elif isinstance(data, str):
-        for pattern, what in SECRET_PATTERNS:
-            if pattern.search(data):
-                raise SpecError(
-                    f"this value contains what looks like {what}",
-                    path,
+def _rebase_paths(base_data: dict, base_dir: Path, child_dir: Path) -> dict:
+    """A base spec's relative paths, rewritten relative to the extending spec's folder: a path means
+    what the file that wrote it meant, wherever that file is extended from."""
+    if base_dir == child_dir:
+        return base_data
+    for field, is_relative in RELATIVE_PATH_FIELDS.items():
+        parent = _value_at(base_data, field[:-1])
+        value = parent.get(field[-1]) if isinstance(parent, dict) else None
+        if isinstance(value, str) and value and is_relative(value):
+            parent[field[-1]] = Path(os.path.relpath(base_dir / value, child_dir)).as_posix()
+    return base_data
+
+
+def _scan_inline_secrets(data: dict, loaded: LoadedYaml) -> None:
+    """Refuse secrets written into the spec: a plan, a log or a hyperparameter would carry them.
+
+    The message never holds the secret: a secret used as a key is reported at its mapping, with the
+    key's position."""
+    findings = secret_scan.scan(data, (), PASSED_ON, SECRET_REF_KEYS)
+    finding = next(iter(findings), None)
+    if finding is None:
+        return
+    if finding.key is not None:
+        error = SpecError(f"a key here is what looks like {finding.what}", finding.path,
+                          hint="never write secrets into a spec, not even as a name: reference them under "
+                               "`secrets:` (environment variable or Secrets Manager ARN)")
+        error.file, error.line, error.column = loaded.keys.get(finding.path + (finding.key,), (None, None, None))
+        raise error
+    key = finding.path[-1] if finding.path else None
+    variable = SECRET_REF_FIELDS.get(finding.path)
+    if finding.by_name:
+        hint = (f"give a reference instead: `{key}: {{env: {variable}}}` or "
+                f"`{key}: {{secrets_manager_arn: arn:aws:secretsmanager:...}}`; the value is read at run time"
+                if variable else
+                "secrets are given by reference: `secrets: {hf_token: {env: HF_TOKEN}}` or "
+                "`{secrets_manager_arn: arn:aws:secretsmanager:...}`; the value is read at run time")
+        raise SpecError(f"`{key}` looks like {finding.what}", finding.path, hint=hint)
+    raise SpecError(f"this value contains what looks like {finding.what}", finding.path,
                     hint="never write secrets into a spec: reference them under `secrets:` "
-                    "(environment variable or Secrets Manager ARN)",
-                )
+                         "(environment variable or Secrets Manager ARN)")
 
 
 def load_spec(path: Path, display: Optional[str] = None, text: Optional[str] = None) -> LoadedSpec:
@@ -155,7 +192,7 @@ def load_spec(path: Path, display: Optional[str] = None, text: Optional[str] = N
     loaded = _load_with_extends(path, display, [path.resolve()], text)
     data = loaded.data
     try:
-        _scan_inline_secrets(data, ())
+        _scan_inline_secrets(data, loaded)
         if "apiVersion" not in data:
             raise SpecError("missing `apiVersion`", ("apiVersion",), hint="start the spec with `apiVersion: tunespec/v1`")
         if data["apiVersion"] != "tunespec/v1":
@@ -260,6 +297,10 @@ _TYPE_NAMES = {
     "string_type": "text", "dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping",
     "int_from_float": "a whole number",
 }
+
+
+def _kind(value: object) -> str:
+    return {dict: "a mapping", list: "a list", str: "a single text value"}.get(type(value), "a single value")
 
 
 def _describe(value: object) -> str:

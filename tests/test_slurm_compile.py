@@ -99,6 +99,15 @@ def test_same_plan_same_bytes(repo_cwd):
 @pytest.mark.parametrize("change, path", [
     (lambda plan, backend: backend.update(shared_dir="fsx"), ("backend", "shared_dir")),
     (lambda plan, backend: backend.update(shared_dir="/my fsx"), ("backend", "shared_dir")),
+    (lambda plan, backend: backend.update(shared_dir="/fsx/$(touch /tmp/x)"), ("backend", "shared_dir")),
+    (lambda plan, backend: backend.update(partition="gpu\nrm -rf ~"), ("backend", "partition")),
+    (lambda plan, backend: backend.update(partition="gpu --uid=0"), ("backend", "partition")),
+    (lambda plan, backend: backend.update(time_limit="1:00:00\n#SBATCH --uid=0"), ("backend", "time_limit")),
+    (lambda plan, backend: backend.update(environment={"venv": "/fsx/venv`id`"}), ("backend", "environment", "venv")),
+    (lambda plan, backend: backend.update(environment={"container_image": "img;id"}),
+     ("backend", "environment", "container_image")),
+    (lambda plan, backend: backend.update(environment={"container_image": "img", "container_mounts": "/a:/b /c"}),
+     ("backend", "environment", "container_mounts")),
 ])
 def test_refusals(change, path, repo_cwd):
     plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
@@ -124,3 +133,33 @@ def test_scripts_are_shellcheck_clean(repo_cwd, tmp_path):
                 scripts.append(script)
     result = subprocess.run(["shellcheck", "--severity=style", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
+
+
+def test_hostile_values_in_shell_lines_stay_literal(repo_cwd, tmp_path):
+    """Values that reach shell lines (model id, revision) run through bash as data, never as code."""
+    plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    hostile_source = "org/model$(touch pwned-source)"
+    hostile_revision = "main\"; touch pwned-revision; echo \"`touch pwned-backquote`'$(touch pwned-quote)'"
+    plan["model"]["revision"] = hostile_revision
+    plan["model"]["source"] = hostile_source
+    venv, bin_dir, argv_file = tmp_path / "venv", tmp_path / "bin", tmp_path / "python-argv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    bin_dir.mkdir()
+    # srun runs its command without its own options; python records what it was given.
+    (bin_dir / "srun").write_text('#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n')
+    (bin_dir / "python").write_text(f'#!/bin/bash\nprintf "%s\\n" "$@" >{argv_file}\n')
+    for stub in ("srun", "python"):
+        (bin_dir / stub).chmod(0o755)
+    backend.update(shared_dir=str(tmp_path / "shared"), environment={"venv": str(venv)})
+    script = compile_slurm(plan, backend)["files"]["slurm/download.sbatch"]
+    run_dir = tmp_path / "shared" / "tunespec" / "runs" / f"{plan['spec']['name']}-{plan['spec']['hash'][:12]}"
+    (run_dir / "status").mkdir(parents=True)
+    (tmp_path / "download.sbatch").write_text(script)
+    done = subprocess.run(["bash", str(tmp_path / "download.sbatch")], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURM_JOB_ID": "7", "HF_TOKEN": "x"}, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert not list(tmp_path.glob("pwned*"))
+    assert argv_file.read_text().splitlines()[-2:] == [hostile_source, hostile_revision]
+    header = script.split("set -euo pipefail")[0]
+    assert [line for line in header.splitlines() if line and not line.startswith("#")] == []
