@@ -9,6 +9,8 @@ from .. import __version__
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import budget, catalog, data_sources, rules
 from .errors import SpecError
+from .host import Host, detect_host
+from .precision import resolve_precision
 from .spec_loader import LoadedSpec
 
 PLAN_FORMAT = "tunespec-plan/v1"
@@ -59,12 +61,14 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     lora = None
     if method.lora is not None or method.type != "full":
         spec_lora = method.lora or LoraSpec()
+        target_parameters = catalog.resolve_target_parameters(arch, spec_lora.model_dump(), method.type)
         lora = {
             "r": spec_lora.r,
             "alpha": spec_lora.alpha,
-            "dropout": spec_lora.dropout,
+            "dropout": rules.lora_dropout(spec_lora.dropout, target_parameters),
             "target_modules": catalog.resolve_target_modules(arch, spec_lora.target_modules),
-            "include_experts": spec_lora.include_experts,
+            "target_parameters": target_parameters,
+            "include_experts": bool(target_parameters),
             "bias": spec_lora.bias,
             "use_dora": method.type == "dora",
         }
@@ -74,12 +78,15 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     return {"type": method.type, "lora": lora, "quantization": quant}
 
 
-def _devices_section(loaded: LoadedSpec) -> dict:
+def _devices_section(loaded: LoadedSpec, host: Host) -> dict:
     backend = loaded.spec.backend
     if backend.type == "local":
         if backend.device == "cpu" or (backend.device == "auto" and not backend.hardware):
-            return {"kind": "cpu", "accelerator": "cpu", "memory_gib": None, "per_node": 1, "nodes": 1,
-                    "world_size": 1, "instance_type": None, "peak_tflops": None}
+            # This machine's CPU: the plan is made for it (precision, memory capacity, speed).
+            return {"kind": "cpu", "accelerator": "cpu", "memory_gib": host.memory_gib, "per_node": 1, "nodes": 1,
+                    "world_size": 1, "instance_type": None, "peak_tflops": None,
+                    "cpu": {"model": host.cpu_model, "cores": host.cores, "capability": host.capability,
+                            "native_bf16": host.native_bf16}}
         if not backend.hardware:
             raise SpecError("a CUDA run needs the hardware it plans for", ("backend", "hardware"),
                             hint="name this machine's instance type (e.g. ml.g5.12xlarge) or GPU (e.g. h100-80gb)")
@@ -188,7 +195,7 @@ def _batch_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
     return batch
 
 
-def _trainer_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
+def _trainer_section(loaded: LoadedSpec, precision: str, data: dict) -> dict:
     t = loaded.spec.training
     tracking = loaded.spec.tracking
     report_to = [name for name, on in (("tensorboard", tracking.tensorboard), ("wandb", tracking.wandb),
@@ -208,7 +215,7 @@ def _trainer_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
         "optim": t.optimizer,
         "adam_beta1": t.adam_beta1,
         "adam_beta2": t.adam_beta2,
-        **PRECISION_FLAGS[t.precision],
+        **PRECISION_FLAGS[precision],
         "tf32": t.tf32,
         "gradient_checkpointing": t.gradient_checkpointing,
         "use_liger_kernel": t.liger_kernels,
@@ -243,7 +250,8 @@ def _trainer_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
 def _launch_section(parallel: dict, devices: dict) -> dict:
     if parallel["strategy"] == "neuron":
         launcher = "neuron"
-    elif parallel["processes_per_node"] > 1 or devices["nodes"] > 1:
+    elif parallel["processes_per_node"] > 1 or devices["nodes"] > 1 or parallel["strategy"] == "fsdp":
+        # FSDP needs a process group even over one process (the Trainer refuses it otherwise).
         launcher = "torchrun"
     else:
         launcher = "python"
@@ -265,13 +273,17 @@ def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:
             "files": {}}
 
 
-def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: bool = True) -> dict:
+def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: bool = True,
+               host: Optional[Host] = None) -> dict:
     """Compile a loaded spec into the plan. Raises SpecError (with its position) for specs that cannot run.
+
+    `cwd` and `host` are where the plan is made: local paths are written relative to `cwd`, and a
+    local CPU plan is made for `host` (default: this machine).
 
     `enforce_budget=False` returns a plan over its budget (`diff` shows by how much) instead of refusing it."""
     cwd = cwd or Path.cwd()
     try:
-        plan = _build(loaded, cwd)
+        plan = _build(loaded, cwd, host or detect_host())
         over_budget = budget.refusal(plan["estimates"].get("budget")) if enforce_budget else None
         if over_budget:
             raise over_budget
@@ -280,7 +292,16 @@ def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: b
         raise loaded.locate(error) from None
 
 
-def _build(loaded: LoadedSpec, cwd: Path) -> dict:
+def _located(loaded: LoadedSpec, warning: dict) -> dict:
+    """A warning about a field, with the field's name and its file:line:column in the spec."""
+    if "path" not in warning:
+        return warning
+    where = loaded.locate(SpecError(warning["message"], warning.pop("path")))
+    return dict(warning, field=where.field_name(),
+                location=f"{where.file}:{where.line}:{where.column}" if where.line is not None else where.file)
+
+
+def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     spec = loaded.spec
     # The budget guards the plan but is not part of the run: changing it keeps the spec hash, so job
     # names and run folders (which the hash names) stay the same.
@@ -294,17 +315,19 @@ def _build(loaded: LoadedSpec, cwd: Path) -> dict:
     arch = plan["model"]["architecture"]
     plan["method"] = _method_section(loaded, arch)
     plan["model"]["parameters"] = {**catalog.count_parameters(arch),
-                                   "trainable": catalog.count_trainable(arch, plan["method"])}
-    plan["devices"] = _devices_section(loaded)
+                                   "trainable": catalog.count_trainable(arch, plan["method"]),
+                                   "trainable_by_group": catalog.trainable_by_group(arch, plan["method"])}
+    plan["devices"] = _devices_section(loaded, host)
+    plan["precision"] = resolve_precision(spec, plan["devices"])
     plan["parallel"] = _parallel_section(loaded, plan["devices"], arch)
     plan["data"] = _data_section(loaded, cwd)
     plan["batch"] = _batch_section(loaded, plan["parallel"], plan["data"])
-    plan["trainer"] = _trainer_section(loaded, plan["parallel"], plan["data"])
+    plan["trainer"] = _trainer_section(loaded, plan["precision"]["resolved"], plan["data"])
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
     plan["tracking"] = spec.tracking.model_dump()
     plan["outputs"] = spec.outputs.model_dump()
     plan["secrets"] = spec.secrets.model_dump(exclude_none=True)
-    plan["warnings"] = rules.check_plan(spec, plan)
+    plan["warnings"] = [_located(loaded, w) for w in rules.check_plan(spec, plan)]
     plan["backend"] = _compile_backend(loaded, plan)
     plan["warnings"] += plan["backend"].pop("warnings", [])
     from .estimate import estimate
