@@ -96,13 +96,13 @@ def model_path(model_plan: dict) -> str:
     return str(cached)
 
 
-def _hub_options(model_plan: dict) -> dict:
+def hub_options(model_plan: dict) -> dict:
     return {"revision": model_plan.get("revision"), "trust_remote_code": model_plan.get("trust_remote_code", False),
             "local_files_only": bool(model_plan.get("offline"))}
 
 
 def load_tokenizer(path: str, model_plan: dict):
-    tokenizer = AutoTokenizer.from_pretrained(path, **_hub_options(model_plan))
+    tokenizer = AutoTokenizer.from_pretrained(path, **hub_options(model_plan))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -159,7 +159,7 @@ def load_model(plan: dict, path: str):
     model_plan = plan["model"]
     quantization = _quantization_config(plan)
     device_map, max_memory = _device_map(plan, quantization is not None)
-    options = dict(_hub_options(model_plan), dtype=weights_dtype(plan),
+    options = dict(hub_options(model_plan), dtype=weights_dtype(plan),
                    attn_implementation=model_plan.get("attn_implementation") or "sdpa")
     if quantization is not None:
         options["quantization_config"] = quantization
@@ -184,7 +184,7 @@ def load_for_inference(plan: dict, path: str, device: Optional[str] = None, dtyp
     (fp32 on CPU, where half-precision generation is slow) unless `dtype` says otherwise."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = dtype or (DTYPES[precision(plan)] if device.startswith("cuda") else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **_hub_options(plan["model"]))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **hub_options(plan["model"]))
     return model.to(device).eval()
 
 

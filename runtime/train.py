@@ -45,6 +45,10 @@ def setup_logging(run_dir: Path) -> None:
     logging.captureWarnings(True)
 
 
+def _uses_smp(plan: dict) -> bool:
+    return (plan.get("parallel") or {}).get("strategy") == "smp"
+
+
 def _uses_blocks(plan: dict) -> bool:
     fmt = plan["data"]["format"]
     return fmt["type"] == "text" and fmt.get("group_into_blocks", True)
@@ -68,6 +72,10 @@ def trainer_config(plan: dict, run_dir: Path, has_eval: bool, resuming: bool):
         settings.update(packing=False, completion_only_loss=False)
     if not has_eval:
         settings["eval_strategy"] = "no"
+    if _uses_smp(plan):
+        from .smp import trainer_settings
+
+        settings.update(trainer_settings())
     if (plan.get("parallel") or {}).get("world_size", 1) > 1:
         # Frozen base weights get no gradient; DDP must not wait for them.
         settings.setdefault("ddp_find_unused_parameters", False)
@@ -97,12 +105,14 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     import torch
     from trl import SFTTrainer
 
-    from . import model_loading
+    from . import model_loading, smp
     from .data import build_datasets
     from .merge import finish_outputs
     from .metrics import build_metrics, cuda_peak_bytes, peaks_per_rank, plot_losses, write_metrics
     from .progress_callback import ProgressCallback
 
+    if _uses_smp(plan):
+        smp.start(plan)  # SMP's process group and init come before the Trainer's own distributed setup
     progress.emit("phase", name="loading the model")
     path = model_loading.model_path(plan["model"])
     tokenizer = model_loading.load_tokenizer(path, plan["model"])
@@ -116,7 +126,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
-    model = model_loading.load_model(plan, path)
+    model = smp.load_model(plan, path) if _uses_smp(plan) else model_loading.load_model(plan, path)
     load_peak = cuda_peak_bytes()
     callback = ProgressCallback(progress)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
