@@ -193,8 +193,10 @@ def compare(old: Side, new: Side, reason: str = "") -> SpecDiff:
     if old.plan is not None and new.plan is not None:
         result.plan = changes(old.plan, new.plan)
         result.files = changed_files(old.files, new.files)
-    result.lock = [(dotted(k), o, n) for k, o, n in sorted(_rows(old.lock_entry, new.lock_entry), key=lambda r: dotted(r[0]))
-                   if k[-1] not in lock.NOT_COMPARED]
+    if old.plan is not None and new.plan is not None:  # a spec that failed to plan has no lock entry to compare
+        result.lock = [(dotted(k), o, n) for k, o, n in sorted(_rows(old.lock_entry, new.lock_entry),
+                                                               key=lambda r: dotted(r[0]))
+                       if k and k[-1] not in lock.NOT_COMPARED]
     return result
 
 
@@ -268,7 +270,7 @@ def markdown_section(item: SpecDiff) -> str:
     lines += _lock_markdown(item)
     if item.plan or item.files:
         lines += ["<details>", f"<summary>Plan: {len(item.plan)} fields changed"
-                  + (f", {len(item.files)} files" if item.files else "") + "</summary>", ""]
+                  + (f", {len(item.files)} file{'s' if len(item.files) != 1 else ''}" if item.files else "") + "</summary>", ""]
         if item.plan:
             lines += ["| plan field | old | new |", "|---|---|---|"]
             lines += [f"| `{key}` | {_cell(show(old))} | {_cell(show(new))} |" for key, old, new in item.plan]

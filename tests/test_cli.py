@@ -51,10 +51,12 @@ def test_diff_markdown_shows_changed_plan_fields():
     done = tunespec("diff", SEED_000, SEED_000_SPOT, "--format", "markdown")
     assert done.returncode == 0, done.stderr
     text = done.stdout
-    assert "| `devices.accelerator` | NVIDIA A100-SXM4-40GB | NVIDIA A100-SXM4-80GB |" in text
-    assert "| `batch.global_batch_size` | 80 | 128 |" in text
-    assert "| `training.micro_batch_size` | 10 | 16 |" in text
+    assert "| `training.micro_batch_size` | `10` | `16` | specs/mixtral-8x7b-viggo-qlora-p4de-spot.yaml:9 |" in text
+    assert "| `devices.accelerator` | `NVIDIA A100-SXM4-40GB` | `NVIDIA A100-SXM4-80GB` |" in text
+    assert "| `batch.global_batch_size` | `80` | `128` |" in text
     assert "sagemaker/create_training_job.json` changed" in text
+    # The spec keys and the estimates come before the folded table of plan fields.
+    assert text.index("| spec key |") < text.index("| memory per device") < text.index("<details>")
 
 
 def test_diff_of_a_spec_with_itself_says_no_changes():
@@ -71,4 +73,4 @@ def test_schema_verb_prints_the_published_schema():
 def test_diff_reads_a_spec_at_a_git_ref():
     done = tunespec("diff", f"HEAD:{SEED_000}", SEED_000, "--format", "json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout) == {"spec": [], "plan": [], "files": []}
+    assert [item["changed"] for item in json.loads(done.stdout)] == [False]
