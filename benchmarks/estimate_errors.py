@@ -29,7 +29,7 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
               strategy: str = "none", sharding: str = "full_shard", tensor_parallel: int = 1,
               expert_parallel: int = 1, optim: str = "adamw_torch", attn: str = "sdpa", liger: bool = False,
               num_examples: int | None = None, tokens_per_example: int | None = None, epochs: float = 1.0,
-              max_steps: int | None = None, packing: bool = True) -> dict:
+              max_steps: int | None = None, packing: bool = True, kbit_preparation: str = "minimal") -> dict:
     """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out."""
     arch = catalog.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
     lora = None
@@ -37,7 +37,7 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
         lora = {"r": r, "alpha": 2 * r, "dropout": dropout, "bias": "none", "include_experts": include_experts,
                 "use_dora": method == "dora", "target_modules": catalog.resolve_target_modules(arch, targets)}
     quant = ({"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16",
-              "storage_dtype": "uint8"} if method == "qlora" else None)
+              "storage_dtype": "uint8", "kbit_preparation": kbit_preparation} if method == "qlora" else None)
     method_section = {"type": method, "lora": lora, "quantization": quant}
 
     hw = catalog.lookup_instance(hardware)
@@ -89,18 +89,25 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
     }
 
 
-def plan_from_case(case: dict, hardware: str) -> dict:
-    """The plan of one measured case: its model shape (with the layers it was built with) and setup."""
+def plan_from_case(case: dict, hardware: str) -> dict | None:
+    """The plan of one measured case: its model shape (with the layers it was built with) and setup;
+    None for a case of a path tunespec no longer runs."""
     config = dict(case["config"], num_hidden_layers=case["layers_built"])
     arch = catalog.normalise_config(config)
     arch["name"] = case["arch_name"]
+    if case["method"] == "qlora" and arch.get("num_local_experts") and not case.get("experts_nf4"):
+        # Measured with bitsandbytes alone, which left the fused experts bf16 (then fp32 after the k-bit
+        # preparation); tunespec now stores them in NF4 (runtime/moe_quantization.py).
+        return None
     # PEFT 0.21 given the string "all-linear" on a transformers-5 MoE also wraps the router and the
     # fused experts (lora.ParamWrapper): that is include_experts, with the trainable count measured.
     include_experts = bool(arch.get("num_local_experts")) and case.get("lora_targets") == "all-linear"
     plan = make_plan(arch, case["method"], r=case.get("lora_r") or 16, dropout=case.get("lora_dropout") or 0.0,
                      include_experts=include_experts, micro=case["micro_batch"], seq=case["seq_len"],
                      checkpointing=case["gradient_checkpointing"], hardware=hardware,
-                     optim=case.get("optimizer", "adamw_torch"), attn=case.get("attn_implementation", "sdpa"))
+                     optim=case.get("optimizer", "adamw_torch"), attn=case.get("attn_implementation", "sdpa"),
+                     # measure_training.py runs PEFT's prepare_model_for_kbit_training unless told not to
+                     kbit_preparation=case.get("kbit_preparation", "full"))
     plan["model"]["parameters"]["trainable"] = case["params"]["trainable_params"]
     return plan
 
@@ -121,9 +128,10 @@ def replay(paths=None) -> list:
         measurements = json.loads(pathlib.Path(path).read_text())
         hardware = hardware_of(measurements)
         for case in measurements["cases"]:
-            if case.get("oom") or case.get("error") or not case.get("tokens_per_s"):
+            plan = plan_from_case(case, hardware)
+            if plan is None or case.get("oom") or case.get("error") or not case.get("tokens_per_s"):
                 continue
-            result = estimate(plan_from_case(case, hardware))
+            result = estimate(plan)
             memory, speed = result["memory"], result["throughput"]
             rows.append({
                 "id": case["id"],
@@ -146,8 +154,9 @@ def oom_rows(paths=None) -> list:
         measurements = json.loads(pathlib.Path(path).read_text())
         hardware = hardware_of(measurements)
         for case in measurements["cases"]:
-            if case.get("oom"):
-                memory = estimate(plan_from_case(case, hardware))["memory"]
+            plan = plan_from_case(case, hardware)
+            if case.get("oom") and plan is not None:
+                memory = estimate(plan)["memory"]
                 rows.append({"id": case["id"], "estimated_total_gib": memory["total_gib"],
                              "verdict": memory["verdict"], "inferred": bool(case.get("oom_inferred"))})
     return rows

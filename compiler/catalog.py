@@ -18,6 +18,12 @@ from .errors import SpecError, SpecPath
 
 ALL_LINEAR = "all-linear"
 _LM_HEAD = "lm_head"
+# Names a spec may give to an MoE model's fused experts in target_modules, and the parameters they mean.
+_EXPERT_ALIASES = {"experts": ("experts.gate_up_proj", "experts.down_proj"),
+                   "experts.gate_up_proj": ("experts.gate_up_proj",), "gate_up_proj": ("experts.gate_up_proj",),
+                   "experts.down_proj": ("experts.down_proj",), "down_proj": ("experts.down_proj",)}
+_TRANSFORMERS4_EXPERT_NAMES = ("w1", "w2", "w3")
+_ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "query_key_value", "dense")
 # model_type values whose layer layout count_parameters knows exactly.
 _SUPPORTED_MODEL_TYPES = ("llama", "mistral", "mixtral", "qwen2", "falcon")
 
@@ -284,9 +290,18 @@ def count_parameters(arch: dict) -> dict:
     return {"total": total, "active_per_token": active, "embedding": embedding, "lm_head": lm_head}
 
 
+def _expert_alias(arch: dict, name: str) -> Optional[tuple]:
+    """The fused expert parameters `name` means on this architecture, or None."""
+    if not arch.get("expert_parameters"):
+        return None
+    key = name[name.index("experts"):] if "experts" in name else name.rsplit(".", 1)[-1]
+    return _EXPERT_ALIASES.get(key)
+
+
 def resolve_target_modules(arch: dict, target_modules, path: SpecPath = ("method", "lora", "target_modules")) -> list:
-    """Module names LoRA adapts. `all-linear` is every linear layer of the decoder layers (PEFT leaves
-    out the output layer); named modules must exist in the architecture (`lm_head` may be named)."""
+    """Linear module names LoRA adapts. `all-linear` is every linear layer of the decoder layers (PEFT
+    leaves out the output layer); named modules must exist in the architecture (`lm_head` may be named).
+    Names of an MoE model's fused experts are left to `resolve_target_parameters`."""
     known = list(arch["linear_modules"])
     if target_modules == ALL_LINEAR:
         return known
@@ -296,52 +311,84 @@ def resolve_target_modules(arch: dict, target_modules, path: SpecPath = ("method
         if short in known or short == _LM_HEAD:
             resolved.append(short)
             continue
-        hint = _did_you_mean(short, known + [_LM_HEAD])
-        if short in (arch.get("router"), "w1", "w2", "w3", "gate_proj", "up_proj", "down_proj") and arch.get(
-            "expert_parameters"
-        ):
-            hint = (
-                "in transformers 5 the MoE experts and router are fused parameters, not linear modules: "
-                "set `method.lora.include_experts: true` to adapt the experts"
-            )
+        if _expert_alias(arch, name):
+            continue
+        hint = _did_you_mean(short, known + [_LM_HEAD] + (["experts"] if arch.get("expert_parameters") else []))
+        if arch.get("expert_parameters") and short in _TRANSFORMERS4_EXPERT_NAMES + ("gate_proj", "up_proj"):
+            hint = ("in transformers 5 the MoE experts are fused parameters (w1 and w3 in experts.gate_up_proj, "
+                    "w2 in experts.down_proj): name `experts` (or `experts.gate_up_proj` / `experts.down_proj`)")
+        elif arch.get("expert_parameters") and short == arch.get("router"):
+            hint = "the MoE router is not adapted (a LoRA on it destabilises routing); name `experts` for the experts"
         raise SpecError(
-            f"`{name}` is not a linear module of {arch['name']} (it has {', '.join(known)})",
+            f"`{name}` is not a linear module of {arch['name']} (it has {', '.join(known)}"
+            + (", and the fused `experts`" if arch.get("expert_parameters") else "") + ")",
             path=path,
             hint=hint,
         )
     return list(dict.fromkeys(resolved))
 
 
+def resolve_target_parameters(arch: dict, lora: dict, method_type: str) -> list:
+    """The fused MoE expert parameters LoRA adapts through PEFT's `target_parameters`.
+
+    `include_experts` unset follows `target_modules`: `all-linear` means attention and experts (the
+    router excluded), as it did when Mixtral's experts were linear modules; a list adapts the
+    experts it names. DoRA cannot adapt fused parameters: unset, it leaves them out; set, it is refused.
+    """
+    expert_parameters = list(arch.get("expert_parameters") or [])
+    include = lora.get("include_experts")
+    target_modules = lora.get("target_modules", ALL_LINEAR)
+    if target_modules == ALL_LINEAR:
+        named = list(expert_parameters)
+    else:
+        named = [p for name in target_modules for p in (_expert_alias(arch, name) or ())]
+    path = ("method", "lora", "include_experts")
+    if include and not expert_parameters:
+        raise SpecError(f"{arch['name']} has no MoE experts to adapt", path, hint="remove `include_experts`")
+    if include is False and named and target_modules != ALL_LINEAR:
+        raise SpecError("`include_experts: false` but target_modules names the experts", path,
+                        hint="remove `include_experts`, or the expert names from target_modules")
+    dora = method_type == "dora" or lora.get("use_dora", False)
+    if include and dora:
+        raise SpecError("PEFT's DoRA cannot adapt fused MoE expert parameters", path,
+                        hint="use `type: lora` or set `include_experts: false`")
+    if include is False or dora:
+        return []
+    chosen = expert_parameters if include else named
+    return [p for p in expert_parameters if p in chosen]
+
+
 def count_trainable(arch: dict, method: dict) -> int:
     """Trainable parameters of the plan's method section (full, lora, dora, qlora), as PEFT counts them."""
+    return sum(trainable_by_group(arch, method).values())
+
+
+def trainable_by_group(arch: dict, method: dict) -> dict:
+    """Trainable parameters by module group (attention, mlp, experts, lm_head, biases; full: all)."""
     if method["type"] == "full":
-        return count_parameters(arch)["total"]
+        return {"all": count_parameters(arch)["total"]}
     lora = method["lora"] or {}
     r = lora.get("r", 16)
     use_dora = method["type"] == "dora" or lora.get("use_dora", False)
     shapes = linear_shapes(arch)
     shapes[_LM_HEAD] = (arch["hidden_size"], arch["vocab_size"])
     targets = resolve_target_modules(arch, lora.get("target_modules", ALL_LINEAR))
+    layers = arch["num_hidden_layers"]
 
-    per_layer, once = 0, 0
+    groups = {"attention": 0, "mlp": 0, "experts": 0, "lm_head": 0, "biases": 0}
     for name in targets:
         fan_in, fan_out = shapes[name]
         adapter = r * (fan_in + fan_out) + (fan_out if use_dora else 0)  # DoRA: one magnitude per output
         if name == _LM_HEAD:
-            once += adapter
+            groups["lm_head"] += adapter
         else:
-            per_layer += adapter
-    if lora.get("include_experts"):
-        if use_dora:
-            raise SpecError(
-                "PEFT's DoRA cannot adapt fused MoE expert parameters",
-                path=("method", "lora", "include_experts"),
-                hint="use `type: lora` or set `include_experts: false`",
-            )
-        # PEFT's ParamWrapper: lora_A (in -> r*E) and lora_B (r*E -> out) per 3-D parameter.
-        per_layer += sum(r * e * (fan_in + fan_out) for e, fan_in, fan_out in expert_shapes(arch).values())
-    per_layer += _trainable_biases(arch, targets, lora.get("bias", "none"))
-    return arch["num_hidden_layers"] * per_layer + once
+            groups["attention" if name in _ATTENTION_MODULES else "mlp"] += layers * adapter
+    # PEFT's ParamWrapper: lora_A (in -> r*E) and lora_B (r*E -> out) per 3-D parameter.
+    experts = expert_shapes(arch)
+    groups["experts"] = layers * sum(r * e * (fan_in + fan_out) for name, (e, fan_in, fan_out) in experts.items()
+                                     if name in resolve_target_parameters(arch, lora, method["type"]))
+    groups["biases"] = layers * _trainable_biases(arch, targets, lora.get("bias", "none"))
+    return {group: count for group, count in groups.items() if count}
 
 
 def _trainable_biases(arch: dict, targets: list, bias: str) -> int:

@@ -88,17 +88,17 @@ def warnings(plan: dict, memory: dict, throughput: dict, time: dict, cost: dict)
     def warn(code: str, message: str) -> None:
         found.append({"code": code, "message": message})
 
-    if method["type"] == "qlora" and arch.get("num_local_experts"):
-        experts = memory["weights_by_group"].get("experts", {})
+    experts = memory["weights_by_group"].get("experts", {})
+    if method["type"] == "qlora" and experts and not experts["dtype"].startswith("nf4"):
         total = sum(g["params"] for g in memory["weights_by_group"].values())
-        share = experts.get("params", 0) / total if total else 0
+        share = experts["params"] / total if total else 0
         warn("qlora-moe-experts-not-quantized",
-             f"{arch['name']}: transformers 5 stores the MoE experts as fused 3-D parameters that "
-             f"bitsandbytes does not quantize; {share:.0%} of the weights ({experts.get('gib')} GiB) stay "
-             f"{experts.get('dtype')}"
-             + (" (PEFT's k-bit preparation upcasts them), so this 'QLoRA' needs about twice the memory of "
-                "bf16 LoRA and runs its experts at fp32 speed" if experts.get("dtype") == "fp32"
-                else ", so this 'QLoRA' needs about as much memory as bf16 LoRA"))
+             f"{arch['name']}: 8-bit QLoRA quantizes nn.Linear layers only, and transformers 5 stores the MoE "
+             f"experts as fused 3-D parameters; {share:.0%} of the weights ({experts['gib']} GiB) stay "
+             f"{experts['dtype']}"
+             + (" (the full k-bit preparation upcasts them), so this 'QLoRA' needs about twice the memory of "
+                "bf16 LoRA and runs its experts at fp32 speed" if experts["dtype"] == "fp32"
+                else ", so this 'QLoRA' needs about as much memory as bf16 LoRA; 4-bit QLoRA quantizes them"))
     if memory["verdict"] == "does-not-fit":
         warn("does-not-fit", f"estimated peak {memory['total_gib']} GiB per device exceeds the "
                              f"{memory['capacity_gib']} GiB of {devices.get('accelerator')}")

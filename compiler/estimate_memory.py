@@ -3,9 +3,10 @@
 The model is what PyTorch's caching allocator sees for the pinned stack (transformers 5, PEFT,
 bitsandbytes, Trainer with bf16 autocast):
 
-- weights at their storage dtype; under QLoRA only the decoder layers' nn.Linear weights become NF4
-  (embeddings, lm_head, norms, biases, and the fused 3-D MoE experts and router of transformers 5
-  stay 16-bit, and PEFT's k-bit preparation upcasts the non-quantized floating weights to fp32);
+- weights at their storage dtype; under 4-bit QLoRA the decoder layers' nn.Linear weights
+  (bitsandbytes) and the fused 3-D MoE experts of transformers 5 (tunespec quantizes them per
+  expert: runtime/moe_quantization.py) become NF4; embeddings, lm_head, norms, biases and the router
+  stay 16-bit, or fp32 when the plan asks for PEFT's full k-bit preparation;
 - trainable parameters, their gradients and optimizer states (LoRA adapters are fp32: PEFT's
   `autocast_adapter_dtype`; full fine-tuning keeps bf16 weights, bf16 gradients, and torch AdamW
   states in the parameter's dtype);
@@ -41,8 +42,6 @@ LOGIT_BYTES = 11.5
 # Fraction of the largest per-layer transient (fp32 norm copies, MLP intermediates being built) in
 # flight on top of what is saved.
 TRANSIENT_LAYER_FRACTION = 1.0
-# Whether the runtime runs PEFT's prepare_model_for_kbit_training for QLoRA without sharding.
-KBIT_PREPARATION_UPCASTS = True
 # Verdict bands over the device's memory.
 TIGHT_FRACTION = 0.90
 
@@ -72,12 +71,27 @@ def parameter_groups(arch: dict) -> dict:
             "lm_head": lm_head, "norms_and_biases": other}
 
 
+def kbit_upcast(plan: dict) -> bool:
+    """Whether the runtime runs PEFT's prepare_model_for_kbit_training (the plan's full k-bit
+    preparation; the rules refuse it under FSDP/SMP)."""
+    quant = plan["method"].get("quantization") if plan["method"]["type"] == "qlora" else None
+    return bool(quant) and quant.get("kbit_preparation") == "full"
+
+
+def quantized_groups(method: dict) -> tuple:
+    """The weight groups QLoRA stores in 4 or 8 bits: bitsandbytes' 8-bit path leaves the fused
+    experts 16-bit; the 4-bit path quantizes them too."""
+    quant = method.get("quantization") if method["type"] == "qlora" else None
+    if not quant:
+        return ()
+    return ("linear", "experts") if quant.get("bits", 4) == 4 else ("linear",)
+
+
 def weight_bytes(arch: dict, method: dict, precision: str, upcast_non_quantized: bool) -> dict:
     """Bytes of the weights per group, unsharded: {group: {params, dtype, bytes}}.
 
-    Under QLoRA only `linear` (the decoder layers' nn.Linear) is quantized. `upcast_non_quantized`
-    is PEFT's prepare_model_for_kbit_training, which casts every other 16-bit weight to fp32 --
-    the fused MoE experts included.
+    `upcast_non_quantized` is PEFT's prepare_model_for_kbit_training, which casts every weight that
+    is not quantized to fp32.
     """
     dense_dtype = "fp32" if precision == "fp32" else "bf16"
     quant = method.get("quantization") if method["type"] == "qlora" else None
@@ -85,7 +99,7 @@ def weight_bytes(arch: dict, method: dict, precision: str, upcast_non_quantized:
     for group, count in parameter_groups(arch).items():
         if not count:
             continue
-        if quant and group == "linear":
+        if group in quantized_groups(method):
             if quant.get("bits", 4) == 4:
                 double = quant.get("double_quant", True)
                 dtype, per = ("nf4+dq" if double else "nf4"), nf4_bytes_per_param(double)
@@ -203,17 +217,28 @@ def counts_lm_head(arch: dict) -> int:
 
 
 def _adapted_expert_bytes(arch: dict, method: dict, weights: dict, layers_here: int, checkpointing: bool) -> float:
-    """PEFT's lora.ParamWrapper adapts a fused expert parameter W by materialising W + B@A in the
-    forward (a full copy of the layer's experts, which the grouped GEMM keeps for backward) and a
+    """PEFT's lora.ParamWrapper adapts a 16-bit fused expert parameter W by materialising W + B@A in
+    the forward (a full copy of the layer's experts, which the grouped GEMM keeps for backward) and a
     full-size gradient of it in backward. Without checkpointing every layer keeps its copy; with it,
     only the layer being recomputed. On top, the largest parameter's delta or gradient in flight:
-    gate_up_proj, two thirds of the layer's experts."""
+    gate_up_proj, two thirds of the layer's experts. NF4 experts add each expert's low-rank product
+    to its output instead (runtime/moe_quantization.py): nothing of the kind."""
     lora = method.get("lora") or {}
-    if method["type"] == "full" or not lora.get("include_experts") or "experts" not in weights:
+    if method["type"] == "full" or not lora.get("include_experts") or "experts" not in weights \
+            or weights["experts"]["dtype"].startswith("nf4"):
         return 0.0
     per_layer = weights["experts"]["bytes"] / arch["num_hidden_layers"]
     copies = 1 if checkpointing else layers_here
     return per_layer * (copies + 1 / 3)
+
+
+def expert_dequant_bytes(arch: dict, weights: dict) -> float:
+    """NF4 experts are multiplied one expert and matrix at a time, dequantized into a 16-bit
+    buffer of that expert's matrix (forward and backward): one expert's gate_up_proj and down_proj
+    in flight at most."""
+    if "experts" not in weights or not weights["experts"]["dtype"].startswith("nf4"):
+        return 0.0
+    return 2 * sum(a * b for _, a, b in catalog.expert_shapes(arch).values())
 
 
 def _shard_factors(plan: dict) -> dict:
@@ -254,10 +279,10 @@ def estimate_memory(plan: dict) -> dict:
     full = method["type"] == "full"
 
     # --- weights ---------------------------------------------------------------------------------
-    # TRL/PEFT prepare a single-process k-bit model (fp32 upcast) but not a sharded one (FSDP QLoRA).
-    upcast = KBIT_PREPARATION_UPCASTS and factors["strategy"] not in ("fsdp", "smp")
+    upcast = kbit_upcast(plan)
     weights = weight_bytes(arch, method, precision, upcast)
-    expert_bytes = DTYPE_BYTES[weights["experts"]["dtype"]] if "experts" in weights else 2
+    # the experts compute in their dtype, or in the compute dtype when they are NF4
+    expert_bytes = DTYPE_BYTES.get(weights["experts"]["dtype"], 2) if "experts" in weights else 2
     per_layer_groups = ("linear", "experts", "router", "norms_and_biases")
     # Tensor parallelism splits the layer matrices; expert parallelism splits the experts; a pipeline
     # (device_map or neuron) holds 1/stages of the layers plus, on the first and last device, the
@@ -276,6 +301,10 @@ def estimate_memory(plan: dict) -> dict:
             size /= tp
         weight_on_device += size
     weight_on_device /= factors["weights"]
+    if factors["weights"] > 1 and "experts" in weights and weights["experts"]["dtype"].startswith("nf4"):
+        # NF4 experts' block scales are buffers, replicated on every rank; only the packed 4 bits shard.
+        scales = weights["experts"]["bytes"] - weights["experts"]["params"] / 2
+        weight_on_device += scales * layers_here / layers / tp / ep * (1 - 1 / factors["weights"])
 
     # --- trainable parameters, gradients, optimizer states ---------------------------------------
     trainable = plan["model"]["parameters"]["trainable"]
@@ -314,6 +343,7 @@ def estimate_memory(plan: dict) -> dict:
     residual_bytes = 4 if fp32_residual else 2
     checkpointing = bool(trainer.get("gradient_checkpointing"))
     adapted_experts = _adapted_expert_bytes(arch, method, weights, layers_here, checkpointing) / tp / ep
+    dequant_buffer = expert_dequant_bytes(arch, weights) / tp
     # embedding output, final norm and lm_head input
     outside_layers = tokens * 10 * h / tp
     if trainer.get("use_liger_kernel"):
@@ -322,7 +352,8 @@ def estimate_memory(plan: dict) -> dict:
         logits = tokens * vocab * LOGIT_BYTES / tp
         if method["type"] == "qlora" and upcast:
             logits += counts_lm_head(arch) * 2 / tp  # autocast's bf16 copy of the fp32 lm_head
-    one_layer = tokens * (layer["saved"] + TRANSIENT_LAYER_FRACTION * layer["transient"]) / tp + adapted_experts
+    one_layer = tokens * (layer["saved"] + TRANSIENT_LAYER_FRACTION * layer["transient"]) / tp + adapted_experts \
+        + dequant_buffer
     if checkpointing:
         # Each layer keeps only its input. The loss (at the end of forward, start of backward) and
         # the recomputation of one layer (later in backward) are not in memory at the same time.
@@ -330,7 +361,9 @@ def estimate_memory(plan: dict) -> dict:
         activation_peak = activations + max(logits, one_layer)
     else:
         activations = tokens * layers_here * layer["saved"] / tp + outside_layers + adapted_experts
-        activation_peak = activations + tokens * layer["transient"] / tp + logits
+        activation_peak = activations + tokens * layer["transient"] / tp + dequant_buffer + logits
+
+    dequant_at_peak = dequant_buffer if not checkpointing or one_layer > logits else 0.0
 
     # --- peak ------------------------------------------------------------------------------------
     static = weight_on_device + adapters + states + ddp_buckets
@@ -364,7 +397,9 @@ def estimate_memory(plan: dict) -> dict:
         "optimizer_step_transient": step_transient,
         "ddp_buckets": ddp_buckets,
         "fsdp_gathered_layers": gathered,
-        "activations": activation_peak - logits if not checkpointing or logits >= one_layer else activation_peak,
+        "activations": (activation_peak - logits if not checkpointing or logits >= one_layer else activation_peak)
+        - dequant_at_peak,
+        "expert_dequant_buffer": dequant_at_peak,
         "logits_and_loss": logits if not checkpointing or logits >= one_layer else 0,
         "allocator_slack": reserved - allocated,
         "cuda_context": context,

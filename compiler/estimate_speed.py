@@ -12,19 +12,21 @@ launch-bound (the measured Llama-3-8B LoRA steps take the same ~0.5 s from 512 t
 Matmul FLOPs per token = forward * (1 + backward multiple + recompute under checkpointing), forward
 = 2 * (active matmul parameters, lm_head included) + causal attention. Full fine-tuning's backward
 computes gradients of inputs and weights (2x forward); frozen weights only of inputs (1x). MoE
-counts the top_k experts a token visits; experts adapted through PEFT's ParamWrapper get a full
-weight gradient (the adapter's gradient comes through it), so they cost like full fine-tuning.
-fp32 weights (QLoRA's upcast experts, which autocast does not cover in grouped GEMMs) run at the
-plain fp32 peak.
+counts the top_k experts a token visits; 16-bit experts adapted through PEFT's ParamWrapper get a
+full weight gradient (the adapter's gradient comes through it), so they cost like full fine-tuning;
+NF4 experts (runtime/moe_quantization.py) add each expert's low-rank product to its output, so their
+adapters cost like LoRA on linear layers. fp32 weights (8-bit QLoRA's experts after the full k-bit
+preparation, which autocast does not cover in grouped GEMMs) run at the plain fp32 peak.
 
 Memory-bound work: LoRA's per-adapter casts, dropout and adds over the activations; ParamWrapper's
-W + B@A materialisation and full-size gradient per layer and pass; NF4 dequantisation; the
-optimizer step.
+W + B@A materialisation and full-size gradient per layer and pass; NF4 dequantisation (the experts
+one expert at a time); the optimizer step. NF4 experts run as a Python loop over the experts, whose
+launches count on the CPU side.
 """
 from __future__ import annotations
 
 from . import catalog
-from .estimate_memory import nf4_bytes_per_param, weight_bytes
+from .estimate_memory import kbit_upcast, nf4_bytes_per_param, weight_bytes
 
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
 # Share of the dense bf16 tensor-core peak that the training step's GEMMs reach.
@@ -58,7 +60,14 @@ DEQUANT_BYTES_PER_PARAM = 0.52 + 2 + 2
 FP32_RESIDUAL_BYTES_PER_HIDDEN = 134
 # CPU seconds per decoder layer and pass (forward, recompute, backward): Python, autocast dispatch
 # and kernel launches; PEFT adds several small kernels per adapted module.
-CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 8.0e-3}
+CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 5.5e-3}
+# PEFT's full k-bit preparation adds fp32 casts around every adapted and quantized module: measured
+# 8.0 ms per layer-pass in all (Llama-3-8B QLoRA, H100); without it a plain PEFT loop ran 3,891 tokens/s
+# at micro batch 1 with checkpointing (issue 13), about 5.5 ms.
+KBIT_PREPARATION_CPU_PER_LAYER_PASS_S = 2.5e-3
+# ... and per expert of an NF4 MoE layer and pass: the loop's routing gather, two 4-bit matmuls,
+# their adapters, the activation and the scatter (about 20 launches; uncalibrated until measured).
+CPU_PER_NF4_EXPERT_PASS_S = 0.6e-3
 # Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
 # of the link bandwidth they reach. No multi-GPU measurement yet: textbook values.
 COMM_OVERLAP = 0.5
@@ -67,7 +76,8 @@ COMM_EFFICIENCY = 0.7
 TRAINIUM_UTILISATION = 0.25
 
 
-def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, attn_impl: str) -> dict:
+def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, attn_impl: str,
+                    experts_nf4: bool = False) -> dict:
     """Training FLOPs per token, split by the dtype the experts compute in, and the forward."""
     h, layers = arch["hidden_size"], arch["num_hidden_layers"]
     shapes = catalog.linear_shapes(arch)
@@ -86,15 +96,19 @@ def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, att
     full = method["type"] == "full"
     lora = method.get("lora") or {}
     backward = 2.0 if full else 1.0
-    expert_backward = 2.0 if full or lora.get("include_experts") else 1.0
+    param_wrapper = lora.get("include_experts") and not experts_nf4
+    expert_backward = 2.0 if full or param_wrapper else 1.0
     recompute = 1.0 if checkpointing else 0.0
-    adapter = 0
+    adapter = expert_adapter = 0
     if not full:
         r = lora.get("r", 16)
         adapter = sum(2 * r * (shapes[n][0] + shapes[n][1]) for n in lora.get("target_modules") or [] if n in shapes)
+        if lora.get("include_experts") and experts_nf4:
+            expert_adapter = top_k * sum(2 * r * (a + b) for _, a, b in experts.values())
     dense_train = layers * (layer_fwd_dense * (1 + backward + recompute) + adapter * (3 + recompute))
     dense_train += head_fwd * (1 + backward)
-    expert_train = layers * layer_fwd_experts * (1 + expert_backward + recompute)
+    expert_train = layers * (layer_fwd_experts * (1 + expert_backward + recompute)
+                             + expert_adapter * (3 + recompute))
     return {"forward": layers * (layer_fwd_dense + layer_fwd_experts) + head_fwd,
             "train": dense_train + expert_train, "dense_train": dense_train, "expert_train": expert_train}
 
@@ -149,8 +163,11 @@ def estimate_throughput(plan: dict) -> dict:
     tokens = micro * seq
     checkpointing = bool(trainer.get("gradient_checkpointing"))
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
-    flops = flops_per_token(arch, method, seq, checkpointing, attn_impl)
     mtype = method["type"]
+    upcast = kbit_upcast(plan)
+    weights = weight_bytes(arch, method, "bf16", upcast)
+    experts_nf4 = weights.get("experts", {}).get("dtype", "").startswith("nf4")
+    flops = flops_per_token(arch, method, seq, checkpointing, attn_impl, experts_nf4)
     layers = arch["num_hidden_layers"]
     passes = 2 + (1 if checkpointing else 0)
 
@@ -158,9 +175,6 @@ def estimate_throughput(plan: dict) -> dict:
     stages = parallel.get("pipeline_stages", 1) or 1
     utilisation = TRAINIUM_UTILISATION if kind == "trainium" else \
         FULL_GEMM_UTILISATION if mtype == "full" else GEMM_UTILISATION
-    strategy = parallel["strategy"]
-    upcast = mtype == "qlora" and strategy not in ("fsdp", "smp")
-    weights = weight_bytes(arch, method, "bf16", upcast)
     experts_fp32 = weights.get("experts", {}).get("dtype") == "fp32"
     expert_rate = (hardware.get("peak_fp32_tflops") or peak_tflops / 8) * 1e12 * FP32_UTILISATION \
         if experts_fp32 else peak_tflops * 1e12 * (TRAINIUM_UTILISATION if kind == "trainium" else MOE_GEMM_UTILISATION)
@@ -173,14 +187,15 @@ def estimate_throughput(plan: dict) -> dict:
     # elementwise traffic scales like the matmuls: forward, recompute, and backward at twice forward
     memory_bytes = tokens * _lora_elementwise_bytes(arch, method, passes + 1)
     lora = method.get("lora") or {}
-    if mtype != "full" and lora.get("include_experts") and "experts" in weights:
+    if mtype != "full" and lora.get("include_experts") and "experts" in weights and not experts_nf4:
         memory_bytes += passes * weights["experts"]["bytes"] * PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE
     if upcast:
         memory_bytes += tokens * layers * (passes + 1) * FP32_RESIDUAL_BYTES_PER_HIDDEN * arch["hidden_size"]
     if mtype == "qlora":
         quant = method.get("quantization") or {}
         per_param = DEQUANT_BYTES_PER_PARAM - 0.5159 + nf4_bytes_per_param(quant.get("double_quant", True))
-        memory_bytes += passes * weights["linear"]["params"] * per_param
+        quantized = weights["linear"]["params"] + (weights["experts"]["params"] if experts_nf4 else 0)
+        memory_bytes += passes * quantized * per_param
     trainable = plan["model"]["parameters"]["trainable"]
     shard = parallel.get("shard_degree", 1) or 1
     accumulation = batch.get("gradient_accumulation", 1) or 1
@@ -189,6 +204,10 @@ def estimate_throughput(plan: dict) -> dict:
     optimizer_s = optimizer_bytes / bandwidth
     gpu_s = compute_s + memory_s
     cpu_s = layers * passes * CPU_PER_LAYER_PASS_S.get(mtype, CPU_PER_LAYER_PASS_S["lora"])
+    if upcast:
+        cpu_s += layers * passes * KBIT_PREPARATION_CPU_PER_LAYER_PASS_S
+    if experts_nf4:
+        cpu_s += layers * passes * arch["num_local_experts"] * CPU_PER_NF4_EXPERT_PASS_S
 
     comm_s = _communication_seconds(plan, hardware, accumulation)
     # The optimizer step waits for the last gradient: it cannot hide behind the next step's launches.

@@ -28,6 +28,18 @@ def check_method(method: MethodSpec) -> None:
                         hint="set `method.type: qlora`, or remove the `quantization` block")
 
 
+def lora_dropout(dropout, target_parameters: list) -> float:
+    """The adapters' dropout: as given, else 0.05; PEFT adapts fused MoE expert parameters only without."""
+    if not target_parameters:
+        return 0.05 if dropout is None else dropout
+    if dropout:
+        raise SpecError(f"PEFT adapts the fused MoE experts ({', '.join(target_parameters)}) without dropout; "
+                        f"dropout is {dropout}", ("method", "lora", "dropout"),
+                        hint="set `dropout: 0` (or leave it out), or leave the experts out with "
+                             "`include_experts: false`")
+    return 0.0
+
+
 def check_accelerator_matches(accelerator: str, hw: dict, name: str) -> None:
     if (accelerator == "trainium") != (hw["kind"] == "trainium"):
         raise SpecError(f"`accelerator: {accelerator}` does not match {name}, which has "
@@ -102,6 +114,16 @@ def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
                 hint=f"set `storage_dtype: {compute}`",
             )
     return out
+
+
+def kbit_preparation_fits_sharding(spec: Spec, plan: dict) -> List[dict]:
+    quant = spec.method.quantization
+    if spec.method.type == "qlora" and quant and quant.kbit_preparation == "full" \
+            and spec.distribution.strategy in ("fsdp", "smp"):
+        raise SpecError(f"the full k-bit preparation makes unquantized weights fp32 and the rest 4-bit; "
+                        f"{spec.distribution.strategy} shards need one dtype",
+                        ("method", "quantization", "kbit_preparation"), hint="use `kbit_preparation: minimal`")
+    return []
 
 
 def smp_rules(spec: Spec, plan: dict) -> List[dict]:
@@ -220,6 +242,7 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     bitsandbytes_needs_cuda,
     precision_fits_hardware,
     fsdp_rules,
+    kbit_preparation_fits_sharding,
     smp_rules,
     neuron_rules,
     device_map_rules,

@@ -23,17 +23,20 @@ def model_rows(plan: dict) -> List[Row]:
         rows.append(("active per token", f"{_count(params['active_per_token'])} "
                                          f"({arch['num_experts_per_tok']} of {arch['num_local_experts']} experts)"))
     share = params["trainable"] / params["total"] * 100 if params["total"] else 0
-    rows.append(("trainable", f"{_count(params['trainable'])} ({share:.2f}%)"))
+    groups = params.get("trainable_by_group") or {}
+    by_group = ": " + ", ".join(f"{group} {_count(n)}" for group, n in groups.items()) if len(groups) > 1 else ""
+    rows.append(("trainable", f"{_count(params['trainable'])} ({share:.2f}%){by_group}"))
     method = plan["method"]
     text = method["type"]
     if method["lora"]:
         lora = method["lora"]
         targets = lora["target_modules"]
-        text += f", r={lora['r']} alpha={lora['alpha']} on {', '.join(targets) if isinstance(targets, list) else targets}"
+        targets = (targets if isinstance(targets, list) else [targets]) + lora.get("target_parameters", [])
+        text += f", r={lora['r']} alpha={lora['alpha']} dropout={lora['dropout']:g} on {', '.join(targets)}"
     if method["quantization"]:
         q = method["quantization"]
         text += f"; {q['bits']}-bit {q['quant_type']}{' double-quant' if q['double_quant'] else ''}, " \
-                f"compute {q['compute_dtype']}, storage {q['storage_dtype']}"
+                f"compute {q['compute_dtype']}, storage {q['storage_dtype']}, k-bit preparation {q['kbit_preparation']}"
     rows.append(("method", text))
     return rows
 

@@ -122,6 +122,12 @@ def weights_dtype(plan: dict) -> torch.dtype:
     return DTYPES[precision(plan)]
 
 
+def _quantizes_experts(plan: dict) -> bool:
+    """Whether the plan's MoE experts are stored in 4 bits (runtime/moe_quantization.py)."""
+    quant = plan["method"].get("quantization") or {}
+    return quant.get("bits") == 4 and bool(plan["model"]["architecture"].get("num_local_experts"))
+
+
 def _quantization_config(plan: dict):
     quant = plan["method"].get("quantization")
     if not quant:
@@ -134,13 +140,28 @@ def _quantization_config(plan: dict):
     storage = torch.uint8 if quant["storage_dtype"] == "uint8" else DTYPES[quant["storage_dtype"]]
     if quant["bits"] == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
+    # The 16-bit experts are loaded into host memory (see _device_map), which bitsandbytes accepts
+    # only with this flag; nothing of them is an nn.Linear, so nothing is kept unquantized by it.
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant["quant_type"],
                               bnb_4bit_use_double_quant=quant["double_quant"],
                               bnb_4bit_compute_dtype=DTYPES[quant["compute_dtype"]],
-                              bnb_4bit_quant_storage=storage)
+                              bnb_4bit_quant_storage=storage,
+                              llm_int8_enable_fp32_cpu_offload=_quantizes_experts(plan))
 
 
-def _device_map(plan: dict, quantized: bool):
+def _fused_experts_modules(path: str, model_plan: dict) -> list:
+    """Names of the fused experts modules of the model at `path`, from its config (no weights)."""
+    from transformers import AutoConfig
+
+    from .moe_quantization import fused_experts_names
+
+    config = AutoConfig.from_pretrained(path, **hub_options(model_plan))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model_plan.get("trust_remote_code", False))
+    return fused_experts_names(skeleton)
+
+
+def _device_map(plan: dict, quantized: bool, path: str):
     parallel = plan.get("parallel") or {}
     if parallel.get("strategy") == "device_map":
         # Seed 002's naive pipeline: layers spread over every visible GPU of this one process.
@@ -148,17 +169,37 @@ def _device_map(plan: dict, quantized: bool):
         gib = {i: f"{int(torch.cuda.get_device_properties(i).total_memory * fraction / 2**30)}GiB"
                for i in range(torch.cuda.device_count())}
         return "auto", gib
+    if _quantizes_experts(plan):
+        # bitsandbytes places the linear layers on this process's GPU; the 16-bit experts wait in
+        # host memory and reach the GPU one expert at a time, as NF4 (load_model).
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+        device_map.update(dict.fromkeys(_fused_experts_modules(path, plan["model"]), "cpu"))
+        return device_map, None
     if quantized and parallel.get("strategy") != "fsdp":
         # bitsandbytes weights are placed at load time: on this process's own GPU.
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}, None
     return None, None
 
 
+def _quantize_experts(model, plan: dict) -> None:
+    """NF4 experts on the GPU of their layer; then every weight is there and the load-time dispatch
+    hooks (which moved activations to the host for the experts) go."""
+    from accelerate.hooks import remove_hook_from_module
+
+    from .moe_quantization import quantize_experts
+
+    device = int(os.environ.get("LOCAL_RANK", "0"))
+    count = quantize_experts(model, plan["method"]["quantization"], torch.device("cuda", device))
+    remove_hook_from_module(model, recurse=True)
+    model.hf_device_map = {"": device}
+    logger.info("quantized the experts of %d MoE layers to NF4", count)
+
+
 def load_model(plan: dict, path: str):
     """The base model for training, in the plan's dtype, quantized for QLoRA."""
     model_plan = plan["model"]
     quantization = _quantization_config(plan)
-    device_map, max_memory = _device_map(plan, quantization is not None)
+    device_map, max_memory = _device_map(plan, quantization is not None, path)
     options = dict(hub_options(model_plan), dtype=weights_dtype(plan),
                    attn_implementation=model_plan.get("attn_implementation") or "sdpa")
     if quantization is not None:
@@ -169,10 +210,12 @@ def load_model(plan: dict, path: str):
         options["max_memory"] = max_memory
     model = AutoModelForCausalLM.from_pretrained(path, **options)
     model.config.use_cache = False  # the KV cache only costs memory while training
-    if quantization is not None and (plan.get("parallel") or {}).get("strategy") not in ("fsdp", "smp"):
-        # QLoRA's recipe (the paper's): norms, embeddings and other unquantized weights in
-        # fp32 for stable training. TRL's SFTTrainer no longer does it; the estimator's measurements
-        # (benchmarks/measurements/) do, and so do we. FSDP shards need one dtype: not there.
+    if _quantizes_experts(plan) and device_map != "auto":
+        _quantize_experts(model, plan)
+    if quantization is not None and plan["method"]["quantization"].get("kbit_preparation") == "full":
+        # The QLoRA paper's recipe, when the plan asks for it: norms, embeddings and every other
+        # unquantized weight in fp32 (the rules refuse it under FSDP/SMP, whose shards need one dtype).
+        # By default the weights keep the training dtype: the model's norms and loss compute in fp32.
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
@@ -188,15 +231,6 @@ def load_for_inference(plan: dict, path: str, device: Optional[str] = None, dtyp
     return model.to(device).eval()
 
 
-def _expert_parameters(model) -> list:
-    """Names (from `experts.` on) of fused 3-D MoE expert weights, which peft adapts as parameters."""
-    names = set()
-    for name, parameter in model.named_parameters():
-        if parameter.ndim == 3 and ".experts." in name:
-            names.add("experts." + name.split(".experts.", 1)[1])
-    return sorted(names)
-
-
 def lora_config(plan: dict, model):
     """peft LoraConfig of the plan's method, or None for full fine-tuning."""
     lora = plan["method"].get("lora")
@@ -204,13 +238,16 @@ def lora_config(plan: dict, model):
         return None
     from peft import LoraConfig
 
+    from .moe_quantization import Nf4Experts, fused_experts_names, register_lora_modules
+
     options = {}
-    if lora.get("include_experts"):
-        experts = _expert_parameters(model)
-        if not experts:
-            raise ModelLoadError("method.lora.include_experts is set but the model has no fused expert weights")
-        options["target_parameters"] = experts
-    return LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], bias=lora["bias"],
-                      use_dora=bool(lora.get("use_dora")) or plan["method"]["type"] == "dora",
-                      task_type="CAUSAL_LM", **options)
+    if lora.get("target_parameters"):
+        if not fused_experts_names(model) and not any(isinstance(m, Nf4Experts) for m in model.modules()):
+            raise ModelLoadError("the plan adapts MoE experts but this model has no fused expert weights")
+        options["target_parameters"] = lora["target_parameters"]
+    config = LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                        target_modules=lora["target_modules"], bias=lora["bias"],
+                        use_dora=bool(lora.get("use_dora")) or plan["method"]["type"] == "dora",
+                        task_type="CAUSAL_LM", **options)
+    register_lora_modules(config)
+    return config

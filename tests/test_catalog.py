@@ -60,12 +60,19 @@ def test_falcon_40b_seed_trainable_count():
         ("llama-2-7b", {"type": "dora", "lora": {"r": 8, "target_modules": ["q_proj", "v_proj"]}},
          4_194_304 + 32 * 2 * 4096),
         ("llama-2-7b", {"type": "full", "lora": None}, 6_738_415_616),
-        # Mixtral's all-linear is attention only (experts are fused parameters in transformers 5) ...
+        # Mixtral's all-linear is attention and the fused experts (PEFT's ParamWrapper adapters: r*E*(in+out)
+        # per 3-D parameter), as it was when the experts were linear modules; the router stays frozen ...
         ("mixtral-8x7b", {"type": "lora", "lora": {"r": 16, "target_modules": "all-linear"}},
-         32 * 16 * (2 * (4096 + 4096) + 2 * (4096 + 1024))),
-        # ... and include_experts adds PEFT's ParamWrapper adapters: r*E*(in+out) per 3-D parameter.
-        ("mixtral-8x7b", {"type": "lora", "lora": {"r": 16, "target_modules": "all-linear", "include_experts": True}},
          32 * 16 * (2 * (4096 + 4096) + 2 * (4096 + 1024)) + 32 * 16 * 8 * ((4096 + 2 * 14336) + (14336 + 4096))),
+        # ... and include_experts: false leaves the experts out (the seed-000 plan of transformers 5 days).
+        ("mixtral-8x7b", {"type": "lora", "lora": {"r": 16, "target_modules": "all-linear", "include_experts": False}},
+         32 * 16 * (2 * (4096 + 4096) + 2 * (4096 + 1024))),
+        # a list names the experts it adapts
+        ("mixtral-8x7b", {"type": "lora", "lora": {"r": 16, "target_modules": ["q_proj", "experts.down_proj"]}},
+         32 * 16 * (4096 + 4096) + 32 * 16 * 8 * (14336 + 4096)),
+        # DoRA cannot adapt fused parameters: all-linear then means attention only
+        ("mixtral-8x7b", {"type": "dora", "lora": {"r": 16, "target_modules": ["q_proj"]}},
+         32 * (16 * (4096 + 4096) + 4096)),
         # Qwen2 has q/k/v biases: `bias: all` unfreezes them.
         ("qwen2.5-0.5b", {"type": "lora", "lora": {"r": 8, "target_modules": ["q_proj"], "bias": "all"}},
          24 * (8 * (896 + 896) + (896 + 2 * 128))),
@@ -88,10 +95,23 @@ def test_unknown_target_module_suggests():
     assert "query_key_value" in err.value.hint
 
 
-def test_mixtral_expert_names_point_to_include_experts():
+def test_mixtral_transformers4_expert_names_point_to_the_fused_experts():
     with pytest.raises(SpecError) as err:
         catalog.resolve_target_modules(arch("mixtral-8x7b"), ["q_proj", "w1"])
-    assert "include_experts" in err.value.hint
+    assert "`experts`" in err.value.hint and "w1 and w3 in experts.gate_up_proj" in err.value.hint
+
+
+def test_trainable_counts_by_module_group():
+    groups = catalog.trainable_by_group(arch("mixtral-8x7b"), {"type": "qlora", "lora": {"r": 16}})
+    assert set(groups) == {"attention", "experts"}
+    assert groups["attention"] == 13_631_488 and groups["experts"] == 209_715_200
+
+
+def test_include_experts_false_conflicts_with_named_experts():
+    lora = {"target_modules": ["q_proj", "experts"], "include_experts": False}
+    with pytest.raises(SpecError) as err:
+        catalog.resolve_target_parameters(arch("mixtral-8x7b"), lora, "lora")
+    assert err.value.path == ("method", "lora", "include_experts")
 
 
 def test_dora_on_experts_refused():

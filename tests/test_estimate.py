@@ -29,19 +29,43 @@ def test_nf4_with_double_quantization():
     assert nf4_bytes_per_param(True) == pytest.approx(0.5159, abs=1e-4)
 
 
-def test_qlora_quantizes_only_the_linear_layers():
-    memory = estimate_memory(make_plan("llama-3-8b", "qlora"))
+def test_qlora_quantizes_the_linear_layers_and_prepares_only_when_asked():
+    memory = estimate_memory(make_plan("llama-3-8b", "qlora", checkpointing=True))
     groups = memory["weights_by_group"]
     assert groups["linear"]["dtype"] == "nf4+dq"
-    # PEFT's k-bit preparation upcasts the embedding and lm_head to fp32
-    assert groups["embedding"]["dtype"] == groups["lm_head"]["dtype"] == "fp32"
+    assert groups["embedding"]["dtype"] == groups["lm_head"]["dtype"] == "bf16"
     lora = estimate_memory(make_plan("llama-3-8b", "lora"))
     assert memory["breakdown_bytes"]["weights"] < 0.6 * lora["breakdown_bytes"]["weights"]
+    # PEFT's full k-bit preparation upcasts the embedding and lm_head to fp32, and costs speed
+    full = estimate(make_plan("llama-3-8b", "qlora", checkpointing=True, kbit_preparation="full"))
+    assert full["memory"]["weights_by_group"]["embedding"]["dtype"] == "fp32"
+    assert full["memory"]["total_bytes"] > memory["total_bytes"] + 2 * 2 ** 30
+    minimal = estimate(make_plan("llama-3-8b", "qlora", checkpointing=True))
+    assert full["throughput"]["tokens_per_s_total"] < 0.9 * minimal["throughput"]["tokens_per_s_total"]
 
 
-def test_qlora_mixtral_keeps_experts_in_bf16_and_warns():
+def test_4bit_qlora_mixtral_quantizes_the_experts_and_adapts_them_per_expert():
+    plan = make_plan("mixtral-8x7b", "qlora", micro=1, seq=2048, checkpointing=True, include_experts=True,
+                     dropout=0.0, hardware="ml.p4d.24xlarge", strategy="fsdp")
+    result = estimate(plan)
+    memory = result["memory"]
+    experts = memory["weights_by_group"]["experts"]
+    assert experts["dtype"] == "nf4+dq" and 20 < experts["gib"] < 23  # 45.1B weights at 0.516 bytes
+    assert "qlora-moe-experts-not-quantized" not in {w["code"] for w in result["warnings"]}
+    # one expert's gate_up_proj and down_proj dequantized to bf16 at a time: 3 * 4096 * 14336 * 2 bytes
+    assert memory["breakdown_bytes"]["expert_dequant_buffer"] in (0, 3 * 4096 * 14336 * 2)
+    assert memory["verdict"] == "fits"
+    # the NF4 experts' adapters add each expert's low-rank product: no ParamWrapper weight gradient
+    assert result["throughput"]["experts_compute_dtype"] == "bf16"
+    lora_bf16 = estimate(make_plan("mixtral-8x7b", "lora", micro=1, seq=2048, checkpointing=True,
+                                   include_experts=True, dropout=0.0, hardware="ml.p4d.24xlarge", strategy="fsdp"))
+    assert result["throughput"]["flops_per_token"] < lora_bf16["throughput"]["flops_per_token"]
+
+
+def test_8bit_qlora_mixtral_keeps_experts_16bit_and_warns():
     plan = make_plan("mixtral-8x7b", "qlora", micro=1, seq=2048, checkpointing=True,
                      hardware="ml.p4d.24xlarge", strategy="fsdp")
+    plan["method"]["quantization"]["bits"] = 8
     result = estimate(plan)
     experts = result["memory"]["weights_by_group"]["experts"]
     assert experts["dtype"] == "bf16" and experts["gib"] > 80
