@@ -36,13 +36,39 @@ def cuda_peak_bytes() -> Optional[int]:
     return None
 
 
-def peaks_per_rank(load_peak_bytes: Optional[int]) -> dict:
-    """Every rank's peak allocated GPU memory (load time and whole run), gathered on all ranks: a
-    sharded run's devices differ, and the load-time peak (whole weights before sharding) can be the
-    largest. Collective: every rank calls it while the process group is up."""
+def memory_phases_callback():
+    """A Trainer callback noting this process's peak allocated GPU memory so far at the phases where a
+    run's peak can be set: after the Trainer wrapped the model (FSDP sharding), after the first
+    optimizer step, and at the end."""
+    from transformers import TrainerCallback
+
+    class MemoryPhases(TrainerCallback):
+        def __init__(self):
+            self.peaks = {}
+
+        def _note(self, phase: str) -> None:
+            self.peaks.setdefault(phase, cuda_peak_bytes())
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self._note("wrapped")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self._note("first_step")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.peaks["end"] = cuda_peak_bytes()
+
+    return MemoryPhases()
+
+
+def peaks_per_rank(peaks: dict) -> dict:
+    """Every rank's peak allocated GPU memory so far at each phase ({"loaded": bytes, "wrapped": ...,
+    "end": ...}), gathered on all ranks: a sharded run's devices differ, and the load-time peak (whole
+    weights before sharding) can be the largest. Collective: every rank calls it while the process
+    group is up."""
     import torch
 
-    mine = {"load": load_peak_bytes, "run": cuda_peak_bytes()}
+    mine = dict(peaks, run=cuda_peak_bytes())
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         every = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(every, mine)
@@ -50,9 +76,13 @@ def peaks_per_rank(load_peak_bytes: Optional[int]) -> dict:
         every = [mine]
     if any(rank["run"] is None for rank in every):
         return {}
-    return {"peak_memory_gib_per_rank": [round(rank["run"] / 2**30, 2) for rank in every],
-            "load_peak_memory_gib_per_rank": [None if rank["load"] is None else round(rank["load"] / 2**30, 2)
-                                              for rank in every]}
+
+    def gib(value):
+        return None if value is None else round(value / 2**30, 2)
+
+    return {"peak_memory_gib_per_rank": [gib(rank["run"]) for rank in every],
+            "peak_memory_gib_by_phase_per_rank": {phase: [gib(rank.get(phase)) for rank in every]
+                                                  for phase in ("loaded", "wrapped", "first_step", "end")}}
 
 
 def build_metrics(log_history: list, *, global_step: int, max_steps: int, resumed_from_step: int,

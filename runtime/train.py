@@ -108,7 +108,8 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     from . import model_loading, smp
     from .data import build_datasets
     from .merge import finish_outputs
-    from .metrics import build_metrics, cuda_peak_bytes, peaks_per_rank, plot_losses, write_metrics
+    from .metrics import (build_metrics, cuda_peak_bytes, memory_phases_callback, peaks_per_rank, plot_losses,
+                          write_metrics)
     from .progress_callback import ProgressCallback
 
     if _uses_smp(plan):
@@ -127,11 +128,12 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
         logger.info("resuming from %s", checkpoint)
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
     model = smp.load_model(plan, path) if _uses_smp(plan) else model_loading.load_model(plan, path)
-    load_peak = cuda_peak_bytes()
+    memory_phases = memory_phases_callback()
+    memory_phases.peaks["loaded"] = cuda_peak_bytes()
     callback = ProgressCallback(progress)
     trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                          processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
-                         callbacks=[callback])
+                         callbacks=[callback, memory_phases])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     state = trainer.state
     if eval_set is not None and not any(e.get("step") == state.global_step and "eval_loss" in e
@@ -146,7 +148,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     metrics_inputs = dict(log_history=list(state.log_history), global_step=state.global_step,
                           max_steps=state.max_steps, resumed_from_step=callback.resumed_from_step,
                           tokens_per_s=callback.tokens_per_second(), train_tokens=callback.step_tokens,
-                          rank_peaks=peaks_per_rank(load_peak))
+                          rank_peaks=peaks_per_rank(memory_phases.peaks))
     # Only the main process goes on, alone: the others' model copies are freed first.
     del trainer, model
     _free_accelerator_memory()
