@@ -11,13 +11,17 @@ Cases (default: all, in this order; a case already in the state file is skipped)
                             its step-6 checkpoint is complete, then applied again: it must resume from
                             step 6 and finish step 12
 The training cases reuse run_all.py's driver (plan -o, apply the plan folder, metrics beside estimates);
-per-rank peak memory (load time and whole run) comes from metrics.json.
+per-rank peak memory (after loading, after the Trainer wrapped the model, after the first step, at the
+end) comes from metrics.json; the steady tokens/s is the median per-step rate of the trainer's own log
+(tokens seen between two logged steps over its runtime between them) without the first two steps and
+the checkpoint-saving ones.
 """
 import argparse
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -36,6 +40,20 @@ CASES = {
     "fsdp2-resume": ("llama3-8b-fsdp-qlora-2gpu.yaml", 200),
 }
 KILL_AT_STEP = 6
+SAVE_EVERY = 6  # the specs' training.checkpoint_every_steps
+
+
+def steady_rate(run_dir: Path) -> dict:
+    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    if not checkpoints:
+        return {}
+    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
+    logged = [(e["step"], float(e["train_runtime"]), int(e["num_input_tokens_seen"])) for e in history
+              if "loss" in e and "train_runtime" in e and "num_input_tokens_seen" in e]
+    rates = {b[0]: (b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(logged, logged[1:]) if b[1] > a[1]}
+    steady = [rate for step, rate in rates.items() if step > 2 and step % SAVE_EVERY]
+    return {"per_step_tokens_per_s": {step: round(rate) for step, rate in rates.items()},
+            "steady_tokens_per_s": round(statistics.median(steady)) if steady else None}
 
 
 def topology() -> str:
@@ -114,7 +132,8 @@ def main() -> int:
                 run_dir = run_all.WORK / "runs" / name
                 metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
                 result.setdefault("measured", {}).update(
-                    {key: metrics.get(key) for key in ("peak_memory_gib_per_rank", "load_peak_memory_gib_per_rank")})
+                    {key: metrics.get(key) for key in ("peak_memory_gib_per_rank", "peak_memory_gib_by_phase_per_rank")},
+                    **steady_rate(run_dir))
         except subprocess.TimeoutExpired:
             result = {"case": name, "exit_code": None, "failed": "deadline"}
         state["cases"][name] = result
