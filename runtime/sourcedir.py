@@ -102,15 +102,16 @@ def secret_arns(environ: Dict[str, str]) -> Dict[str, str]:
             if key.startswith(SECRET_PREFIX) and key.endswith(SECRET_SUFFIX)}
 
 
-def _resolve_secrets(region: str) -> None:
-    arns = secret_arns(dict(os.environ))
+def resolve_secrets(environ=os.environ) -> None:
+    """Set each `TUNESPEC_SECRET_<VARIABLE>_ARN` secret's value as <VARIABLE>, read in the secret's own region."""
+    arns = secret_arns(dict(environ))
     if not arns:
         return
     import boto3  # present in every SageMaker framework image
 
-    client = boto3.client("secretsmanager", region_name=region)
     for variable, arn in arns.items():
-        os.environ[variable] = client.get_secret_value(SecretId=arn)["SecretString"]
+        region = arn.split(":")[3]  # arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME
+        environ[variable] = boto3.client("secretsmanager", region_name=region).get_secret_value(SecretId=arn)["SecretString"]
 
 
 def _arguments(argv: List[str]) -> Dict[str, str]:
@@ -154,7 +155,7 @@ def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
     task = arguments.get("tunespec_task", "train")
     plan = container_plan(json.loads((code_dir / arguments.get("tunespec_plan", "plan.json")).read_text()), task)
     backend = plan["backend"]
-    _resolve_secrets(backend["region"])
+    resolve_secrets()
     model_dir = Path(backend["container"]["model_dir"])
     run_dir = Path(backend["container"]["run_dir"]) if task == "train" else model_dir
     if task == "merge":

@@ -1,5 +1,5 @@
 """Where the plan runs."""
-from typing import Annotated, Dict, Literal, Optional, Union
+from typing import Annotated, Dict, List, Literal, Optional, Union
 
 from pydantic import Field, model_validator
 
@@ -45,6 +45,13 @@ class SageMakerBackend(SpecModel):
     disable_output_compression: bool = True
     environment: Dict[str, str] = Field(default_factory=dict)
     tags: Dict[str, str] = Field(default_factory=dict)
+    secrets_in_request: List[Literal["hf_token", "wandb_api_key"]] = Field(
+        default_factory=list,
+        description=(
+            "Secrets given by `env:` whose values apply may send in the job's Environment, where anyone "
+            "allowed DescribeTrainingJob can read them. Others must be `secrets_manager_arn` references."
+        ),
+    )
 
 
 class VenvEnvironment(SpecModel):

@@ -1,14 +1,17 @@
-"""`tunespec apply` on SageMaker: real HTTP to moto's server on 127.0.0.1, and botocore's Stubber.
+"""`tunespec apply`/`status`/`cancel` on SageMaker: real HTTP to moto's server on 127.0.0.1, and botocore's Stubber.
 
-moto stores uploads and training jobs, but completes every job at once and has no StopTrainingJob:
-following a job through its states, failures and cancel are tested with botocore's Stubber on the
-service model's own response shapes (the tests say "stubber" in their names).
+moto stores uploads, secrets and training jobs and answers Search by tag, but completes every job at
+once: a test that needs a job running, failed or stopped puts it in that state in the server's own
+records (`set_job_state`), as SageMaker would show it. moto has no StopTrainingJob: stopping a job
+(cancel, `apply --replace`) and following a job through its states are tested with botocore's Stubber
+on the service model's own response shapes (those tests say "stubber" in their names).
 """
 import datetime
 import io
 import json
 import socket
 import tarfile
+import tempfile
 import urllib.request
 
 import boto3
@@ -16,10 +19,12 @@ import pytest
 from botocore.stub import Stubber
 from rich.console import Console
 
+from tunespec.cli import exit_codes
 from tunespec.runtime import sagemaker as runtime
-from tunespec.runtime.sourcedir import build_sourcedir
+from tunespec.runtime.errors import BackendError
+from tunespec.runtime.sourcedir import build_sourcedir, resolve_secrets
 
-from .test_sagemaker_compile import make_plan
+from .test_sagemaker_compile import ENV_SECRET, make_plan
 
 BUCKET = "tunespec-test"
 REGION = "us-east-1"
@@ -50,16 +55,38 @@ def moto_server(monkeypatch):
     server.stop()
 
 
+def set_job_state(name: str, status: str, failure_reason: str = "") -> None:
+    """Put a job of moto's server into another state (moto completes every job at once)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    job = sagemaker_backends[DEFAULT_ACCOUNT_ID][REGION].training_jobs[name]
+    job.training_job_status = status
+    job.secondary_status = "Training" if status == "InProgress" else status
+    if failure_reason:
+        job.failure_reason = failure_reason
+
+
 def console() -> Console:
-    return Console(file=io.StringIO(), width=200, record=True)
+    return Console(file=io.StringIO(), width=300, record=True)
 
 
 class CallCounter:
-    """Counts API calls of one operation made through a session (a botocore event hook)."""
+    """The parameters of every call of one operation made through a session (a botocore event hook)."""
 
     def __init__(self, session: boto3.Session, event: str):
         self.calls = []
-        session.events.register(f"before-call.{event}", lambda params, **_: self.calls.append(params))
+        session.events.register(f"before-parameter-build.{event}", lambda params, **_: self.calls.append(params))
+
+
+def job_names(session: boto3.Session) -> set:
+    return {job["TrainingJobName"] for job in session.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]}
+
+
+def apply(plan: dict, session: boto3.Session, **options) -> tuple:
+    out = console()
+    code = runtime.apply_sagemaker(plan, None, out, session=session, poll_seconds=0, **options)
+    return code, out.export_text()
 
 
 def test_apply_uploads_creates_the_job_and_a_second_apply_follows_it(tmp_path, monkeypatch, moto_server):
@@ -67,8 +94,12 @@ def test_apply_uploads_creates_the_job_and_a_second_apply_follows_it(tmp_path, m
     backend = plan["backend"]
     session = boto3.Session(region_name=REGION)
     creates = CallCounter(session, "sagemaker.CreateTrainingJob")
-    out = console()
-    assert runtime.apply_sagemaker(plan, tmp_path, out, session=session, poll_seconds=0) == 0
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    code, text = apply(plan, session)
+    assert code == 0 and "model artifacts: s3://" in text
+    assert list(temporary.iterdir()) == []  # apply writes no local files, temporary ones included
 
     s3 = session.client("s3")
     [upload] = backend["uploads"]
@@ -89,14 +120,16 @@ def test_apply_uploads_creates_the_job_and_a_second_apply_follows_it(tmp_path, m
     assert job["HyperParameters"] == sent["HyperParameters"]
     assert job["AlgorithmSpecification"]["TrainingImage"] == sent["AlgorithmSpecification"]["TrainingImage"]
     assert job["InputDataConfig"] == sent["InputDataConfig"]
-    assert [j["TrainingJobName"] for j in client.list_training_jobs()["TrainingJobSummaries"]] == [backend["job_name"]]
-    assert "model artifacts: s3://" in out.export_text()
+    assert job_names(session) == {backend["job_name"]}
+    # The hub token travels as its Secrets Manager ARN: no value in what DescribeTrainingJob would show.
+    [created] = creates.calls
+    assert created["Environment"] == {"TUNESPEC_SECRET_HF_TOKEN_ARN": plan["secrets"]["hf_token"]["secrets_manager_arn"]}
+    assert "test-token-value" not in json.dumps(created)
 
-    again = console()
-    assert runtime.apply_sagemaker(plan, tmp_path, again, session=session, poll_seconds=0) == 0
-    assert len(creates.calls) == 1
-    assert "exists: following it" in again.export_text()
-    assert len(client.list_training_jobs()["TrainingJobSummaries"]) == 1
+    code, text = apply(plan, session)
+    assert code == 0 and len(creates.calls) == 1
+    assert "exists: following it" in text
+    assert job_names(session) == {backend["job_name"]}
 
 
 def test_unchanged_data_is_not_uploaded_again(tmp_path, monkeypatch, moto_server):
@@ -115,28 +148,35 @@ def test_unchanged_data_is_not_uploaded_again(tmp_path, monkeypatch, moto_server
 def test_merge_job_runs_after_training(tmp_path, monkeypatch, moto_server):
     plan = make_plan(tmp_path, monkeypatch, outputs={"merged_model": True})
     session = boto3.Session(region_name=REGION)
-    assert runtime.apply_sagemaker(plan, tmp_path, console(), session=session, poll_seconds=0) == 0
-    names = {j["TrainingJobName"] for j in session.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]}
-    assert names == {plan["backend"]["job_name"], plan["backend"]["job_name"] + "-m"}
+    assert apply(plan, session)[0] == 0
+    assert job_names(session) == {plan["backend"]["job_name"], plan["backend"]["job_name"] + "-m"}
 
 
 def test_missing_secret_stops_apply_before_anything_is_sent(tmp_path, monkeypatch, moto_server):
-    plan = make_plan(tmp_path, monkeypatch)
+    plan = make_plan(tmp_path, monkeypatch, **ENV_SECRET)
     monkeypatch.delenv("HF_TOKEN")
     session = boto3.Session(region_name=REGION)
-    out = console()
-    assert runtime.apply_sagemaker(plan, tmp_path, out, session=session, poll_seconds=0) == 2
-    assert "$HF_TOKEN" in out.export_text()
-    assert session.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    code, text = apply(plan, session)
+    assert code == exit_codes.FAILED and "$HF_TOKEN" in text
+    assert job_names(session) == set()
 
 
-def test_secret_value_goes_only_into_the_sent_request(tmp_path, monkeypatch):
-    plan = make_plan(tmp_path, monkeypatch)
+def test_a_secret_named_by_the_spec_goes_only_into_the_sent_request(tmp_path, monkeypatch):
+    plan = make_plan(tmp_path, monkeypatch, **ENV_SECRET)
     backend = plan["backend"]
     sent = runtime.request_to_send(backend["create_training_job_request"], backend["apply_environment"],
                                    environ={"HF_TOKEN": "secret-value"})
     assert sent["Environment"]["HF_TOKEN"] == "secret-value"
     assert "secret-value" not in json.dumps(plan)
+
+
+def test_the_container_reads_a_secret_in_the_secrets_own_region(moto_server):
+    # The job runs in us-east-1 (AWS_DEFAULT_REGION); the token is kept in us-west-2.
+    arn = boto3.client("secretsmanager", region_name="us-west-2").create_secret(
+        Name="hf-token", SecretString="hf-token-value")["ARN"]
+    environ = {"TUNESPEC_SECRET_HF_TOKEN_ARN": arn}
+    resolve_secrets(environ)
+    assert environ["HF_TOKEN"] == "hf-token-value"
 
 
 def test_botocore_validation_runs_before_sending(tmp_path, monkeypatch):
@@ -147,6 +187,110 @@ def test_botocore_validation_runs_before_sending(tmp_path, monkeypatch):
         runtime.validate_request(client, request)
     assert "Unknown parameter in input: \"Bogus\"" in str(caught.value)
     assert "TrainingJobName 'has_underscore' does not match the pattern" in str(caught.value)
+
+
+# ---- one spec, several plans: the spec's tag, conflicts, retries -----------------------------------
+
+def test_a_changed_spec_is_refused_while_the_earlier_plan_job_runs(tmp_path, monkeypatch, moto_server):
+    session = boto3.Session(region_name=REGION)
+    first = make_plan(tmp_path, monkeypatch)
+    assert apply(first, session)[0] == 0
+    running = first["backend"]["job_name"]
+    set_job_state(running, "InProgress")
+    edited = make_plan(tmp_path, monkeypatch, training={"learning_rate": 1e-4})
+    assert edited["backend"]["job_name"] != running
+
+    code, text = apply(edited, session)
+    assert code == exit_codes.JOB_CONFLICT
+    assert f"{running} (InProgress)" in text and "tunespec apply --replace" in text and "tunespec cancel" in text
+    assert job_names(session) == {running}
+
+    out = console()
+    assert runtime.status_sagemaker(edited, out, session=session) == 0
+    assert f"{running} (another plan): InProgress" in out.export_text()
+
+    # The running job's own plan is not refused: apply follows that job until it ends.
+    code, text = apply(first, session, sleep=lambda _: set_job_state(running, "Completed"))
+    assert code == 0 and f"{running}: InProgress" in text and f"{running} completed" in text
+
+
+def test_cli_apply_refuses_an_edited_spec_and_status_names_the_running_job(tmp_path, monkeypatch, capsys,
+                                                                              moto_server):
+    from tunespec.cli.main import main
+
+    first = make_plan(tmp_path, monkeypatch)
+    assert main(["apply", "spec.yaml"]) == 0
+    running = first["backend"]["job_name"]
+    set_job_state(running, "InProgress")
+    make_plan(tmp_path, monkeypatch, training={"learning_rate": 1e-4})  # rewrites spec.yaml
+    capsys.readouterr()
+    assert main(["apply", "spec.yaml"]) == exit_codes.JOB_CONFLICT
+    assert "--replace" in capsys.readouterr().out
+    assert main(["status", "spec.yaml"]) == 0
+    assert f"{running} (another plan): InProgress" in capsys.readouterr().out
+    assert main(["apply", "--retry", "spec.yaml"]) == exit_codes.JOB_CONFLICT  # a retry is no way around the running job
+
+
+def test_status_and_cancel_find_the_spec_jobs_by_its_tag(tmp_path, monkeypatch, moto_server):
+    session = boto3.Session(region_name=REGION)
+    first = make_plan(tmp_path, monkeypatch)
+    out = console()
+    assert runtime.status_sagemaker(first, out, session=session) == 1
+    assert f"no job launched (this plan's first job would be {first['backend']['job_name']})" in out.export_text()
+
+    assert apply(first, session)[0] == 0
+    other_spec = make_plan(tmp_path, monkeypatch, name="tiny-sm-other")  # a name that starts the same
+    assert apply(other_spec, session)[0] == 0
+    edited = make_plan(tmp_path, monkeypatch, training={"learning_rate": 1e-4})
+    out = console()
+    assert runtime.status_sagemaker(edited, out, session=session) == 0
+    lines = [line for line in out.export_text().splitlines() if "plan)" in line]
+    assert lines == [f"{first['backend']['job_name']} (another plan): Completed Completed — Preparing the instances "
+                     "for training"]
+    out = console()
+    assert runtime.cancel_sagemaker(edited, out, session=session) == 0
+    assert "spec `tiny-sm`: no job running; nothing to stop" in out.export_text()
+
+
+def test_a_failed_job_is_retried_only_on_request_under_a_new_name(tmp_path, monkeypatch, moto_server):
+    session = boto3.Session(region_name=REGION)
+    creates = CallCounter(session, "sagemaker.CreateTrainingJob")
+    plan = make_plan(tmp_path, monkeypatch, backend={"checkpoint_s3": f"s3://{BUCKET}/checkpoints"})
+    name = plan["backend"]["job_name"]
+    assert apply(plan, session)[0] == 0
+    set_job_state(name, "Failed", "AlgorithmError: CUDA out of memory")
+
+    code, text = apply(plan, session)
+    assert code == 1 and "AlgorithmError: CUDA out of memory" in text and "tunespec apply --retry" in text
+    assert job_names(session) == {name}
+
+    code, text = apply(plan, session, retry=True)
+    assert code == 0 and f"Retrying {name} (failed) as {name}-r1" in text
+    assert job_names(session) == {name, f"{name}-r1"}
+    first, retried = creates.calls
+    # The same job under the next name, checkpointing to the plan's own prefix: the trainer resumes there.
+    assert retried["CheckpointConfig"] == first["CheckpointConfig"] == {"S3Uri": f"s3://{BUCKET}/checkpoints/{name}"}
+    assert json.loads(retried["HyperParameters"].pop("sagemaker_job_name")) == f"{name}-r1"
+    first["HyperParameters"].pop("sagemaker_job_name")
+    assert {**retried, "TrainingJobName": name} == first
+
+    code, text = apply(plan, session, retry=True)  # the retry completed: nothing more to launch
+    assert code == 0 and len(creates.calls) == 2 and f"{name}-r1 completed" in text
+
+
+def test_a_failed_merge_is_retried_from_the_completed_training(tmp_path, monkeypatch, moto_server):
+    session = boto3.Session(region_name=REGION)
+    creates = CallCounter(session, "sagemaker.CreateTrainingJob")
+    plan = make_plan(tmp_path, monkeypatch, outputs={"merged_model": True})
+    name = plan["backend"]["job_name"]
+    assert apply(plan, session)[0] == 0
+    set_job_state(f"{name}-m", "Stopped")
+
+    code, text = apply(plan, session, retry=True)
+    assert code == 0 and f"Retrying {name}-m (stopped) as {name}-r1-m" in text
+    assert [call["TrainingJobName"] for call in creates.calls] == [name, f"{name}-m", f"{name}-r1-m"]
+    [run_channel] = [channel for channel in creates.calls[-1]["InputDataConfig"] if channel["ChannelName"] == "run"]
+    assert run_channel["DataSource"]["S3DataSource"]["S3Uri"] == f"s3://{BUCKET}/runs/{name}/output/model/"
 
 
 # ---- stubber: following, failure and cancel on real response shapes -------------------------------
@@ -210,24 +354,72 @@ def test_stubber_failed_job_shows_failure_reason_and_returns_nonzero():
     assert code == 1 and reason in out.export_text()
 
 
-def test_stubber_cancel_stops_the_running_job(tmp_path, monkeypatch):
-    plan = make_plan(tmp_path, monkeypatch)
-    name = plan["backend"]["job_name"]
+def search_result(*jobs: dict) -> dict:
+    """A Search response: the spec's jobs as TrainingJob records."""
+    return {"Results": [{"TrainingJob": job} for job in jobs]}
+
+
+def spec_search(spec_name: str) -> dict:
+    return {"Resource": "TrainingJob", "SearchExpression": {"Filters": [
+        {"Name": "Tags.tunespec:spec", "Operator": "Equals", "Value": spec_name}]}}
+
+
+def earlier_plan_job(name: str, status: str, secondary: str) -> dict:
+    """A Search record of a job of the spec launched by another plan (Search returns tags, Describe does not)."""
+    return description(name, status, secondary, Tags=[{"Key": "tunespec:spec", "Value": "tiny-sm"},
+                                                      {"Key": "tunespec:plan", "Value": "0" * 64}])
+
+
+def test_stubber_cancel_after_a_spec_edit_stops_the_earlier_plan_job(tmp_path, monkeypatch):
+    make_plan(tmp_path, monkeypatch)
+    edited = make_plan(tmp_path, monkeypatch, training={"learning_rate": 1e-4})
+    running = "tiny-sm-0000abcd"
     client, stub = stubbed_client()
-    stub.add_response("describe_training_job", description(name, "InProgress", "Training"), {"TrainingJobName": name})
-    stub.add_response("stop_training_job", {}, {"TrainingJobName": name})
+    stub.add_response("search", search_result(earlier_plan_job(running, "InProgress", "Training")),
+                      spec_search("tiny-sm"))
+    stub.add_response("describe_training_job", description(running, "InProgress", "Training"),
+                      {"TrainingJobName": running})
+    stub.add_response("stop_training_job", {}, {"TrainingJobName": running})
     out = console()
     with stub:
-        assert runtime.cancel_sagemaker(plan, out, client=client) == 0
+        assert runtime.cancel_sagemaker(edited, out, client=client) == 0
     stub.assert_no_pending_responses()
-    assert "stop requested" in out.export_text()
+    assert f"{running}: stop requested" in out.export_text()
 
 
-def test_stubber_status_of_a_job_not_launched():
-    plan = {"backend": {"create_training_job_request": {"TrainingJobName": "tiny-sm-0000abcd"}, "merge_job_request": None}}
+def test_stubber_replace_stops_the_earlier_plan_job_before_launching(tmp_path, monkeypatch, moto_server):
+    plan = make_plan(tmp_path, monkeypatch)
+    name, running = plan["backend"]["job_name"], "tiny-sm-0000abcd"
     client, stub = stubbed_client()
-    stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.")
+    stub.add_response("search", search_result(earlier_plan_job(running, "InProgress", "Training")),
+                      spec_search("tiny-sm"))
+    stub.add_response("describe_training_job", description(running, "InProgress", "Training"),
+                      {"TrainingJobName": running})
+    stub.add_response("stop_training_job", {}, {"TrainingJobName": running})
+    for status, secondary in (("Stopping", "Stopping"), ("Stopped", "Stopped")):
+        stub.add_response("describe_training_job", description(running, status, secondary),
+                          {"TrainingJobName": running})
+    for _ in range(3):  # the plan's own job: looked up by name, before uploading, before creating
+        stub.add_client_error("describe_training_job", "ValidationException", "Requested resource not found.",
+                              expected_params={"TrainingJobName": name})
+    stub.add_response("create_training_job", {"TrainingJobArn": f"arn:aws:sagemaker:{REGION}:123456789012:training-job/{name}"},
+                      plan["backend"]["create_training_job_request"])
+    stub.add_response("describe_training_job", description(name, "Completed", "Completed"), {"TrainingJobName": name})
     out = console()
     with stub:
-        assert runtime.status_sagemaker(plan, out, client=client) == 1
-    assert "not launched" in out.export_text()
+        code = runtime.apply_sagemaker(plan, None, out, session=boto3.Session(region_name=REGION), client=client,
+                                       replace=True, poll_seconds=0)
+    stub.assert_no_pending_responses()
+    text = out.export_text()
+    assert code == 0
+    assert text.index(f"{running}: stop requested") < text.index(f"{running}: Stopped") < text.index(f"Created training job {name}")
+
+
+def test_stubber_a_refused_search_is_a_one_line_backend_error(tmp_path, monkeypatch):
+    # moto does not enforce IAM; the Stubber gives SageMaker's own refusal of a role without sagemaker:Search.
+    plan = make_plan(tmp_path, monkeypatch)
+    client, stub = stubbed_client()
+    stub.add_client_error("search", "AccessDeniedException", "User is not authorized to perform: sagemaker:Search")
+    with stub, pytest.raises(BackendError) as caught:
+        runtime.status_sagemaker(plan, console(), client=client)
+    assert "not authorized to perform: sagemaker:Search" in str(caught.value)

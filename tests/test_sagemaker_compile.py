@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunespec.compiler import backend_sagemaker, sagemaker_validate
+from tunespec.compiler import backend_sagemaker, sagemaker_jobs, sagemaker_requests, sagemaker_validate
 from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
@@ -39,8 +39,12 @@ BASE_SPEC = {
         "framework_version": "2.5.1",
         "py_version": "py311",
     },
-    "secrets": {"hf_token": {"env": "HF_TOKEN"}},
+    # In another region than the job: the container reads it in the secret's own region.
+    "secrets": {"hf_token": {"secrets_manager_arn": "arn:aws:secretsmanager:us-west-2:123456789012:secret:hf-AbCdEf"}},
 }
+# The token from the environment of the machine that runs apply, sent in the request by name.
+ENV_SECRET = {"secrets": {"hf_token": {"env": "HF_TOKEN", "secrets_manager_arn": None}},
+              "backend": {"secrets_in_request": ["hf_token"]}}
 
 
 def merged(base: dict, changes: dict) -> dict:
@@ -94,9 +98,10 @@ def test_seed_000_is_torchrun_on_one_p4d_with_warm_pool_and_merge_job(repo_cwd):
     assert json.loads(merge["HyperParameters"]["tunespec_task"]) == "merge"
     assert merge["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].endswith(
         f"/{request['TrainingJobName']}/output/model/")
-    # The hub token is a reference: neither the request nor any plan file holds a value.
-    assert backend["apply_environment"] == {"HF_TOKEN": "HF_TOKEN"}
-    assert "hf_token" not in json.dumps(request).lower()
+    # The hub token is read in the container from Secrets Manager: the request holds only its ARN.
+    assert backend["apply_environment"] == {}
+    assert request["Environment"] == {
+        "TUNESPEC_SECRET_HF_TOKEN_ARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:hf-token-AbCdEf"}
 
 
 def test_seed_001_is_smp_expert_parallel_on_the_smp_image(repo_cwd):
@@ -123,10 +128,54 @@ def test_job_name_is_valid_deterministic_and_changes_with_the_data(tmp_path, mon
     assert make_plan(tmp_path, monkeypatch)["backend"]["job_name"] != first
 
 
+def test_the_same_spec_planned_from_another_folder_names_the_same_job(tmp_path, monkeypatch):
+    first = make_plan(tmp_path, monkeypatch)
+    backend = first["backend"]
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    plan = build_plan(load_spec(Path("../spec.yaml")))
+    assert plan["data"]["train"]["path"] != first["data"]["train"]["path"]  # the local path follows the folder...
+    assert plan["backend"]["job_name"] == backend["job_name"]  # ...the job it names does not
+    assert plan["backend"]["create_training_job_request"] == backend["create_training_job_request"]
+
+
+def test_jobs_carry_the_spec_and_plan_tags_and_user_tags_cannot_take_them(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch, backend={"tags": {"team": "nlp"}})["backend"]
+    tags = {tag["Key"]: tag["Value"] for tag in backend["create_training_job_request"]["Tags"]}
+    assert tags["tunespec:spec"] == "tiny-sm" and tags["tunespec:plan"] == backend["plan_hash"]
+    assert tags["team"] == "nlp" and backend["job_name"] == f"tiny-sm-{backend['plan_hash'][:8]}"
+    error = compile_error(tmp_path, monkeypatch, backend={"tags": {"tunespec:spec": "other"}})
+    assert error.path == ("backend", "tags", "tunespec:spec") and "reserved" in error.message
+
+
 def test_longest_spec_name_still_gives_valid_job_names(tmp_path, monkeypatch):
     backend = make_plan(tmp_path, monkeypatch, name="n" * 48, outputs={"merged_model": True})["backend"]
-    for request in (backend["create_training_job_request"], backend["merge_job_request"]):
+    last_retry = sagemaker_requests.attempt_requests(backend["create_training_job_request"],
+                                                     backend["merge_job_request"], sagemaker_jobs.MAX_ATTEMPT)
+    for request in (backend["create_training_job_request"], backend["merge_job_request"], *last_retry):
         assert JOB_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
+        assert sagemaker_validate.problems(request) == []
+
+
+def test_a_retry_is_the_same_job_under_the_next_name_resuming_from_the_plan_checkpoints(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch, outputs={"merged_model": True},
+                        backend={"checkpoint_s3": "s3://tunespec-test/checkpoints"})["backend"]
+    train, merge = backend["create_training_job_request"], backend["merge_job_request"]
+    retried, retried_merge = sagemaker_requests.attempt_requests(train, merge, 2)
+    name = backend["job_name"]
+    assert retried["TrainingJobName"] == f"{name}-r2" and retried_merge["TrainingJobName"] == f"{name}-r2-m"
+    assert json.loads(retried["HyperParameters"]["sagemaker_job_name"]) == f"{name}-r2"
+    assert retried["CheckpointConfig"] == train["CheckpointConfig"]
+    assert {key: value for key, value in retried.items() if key not in ("TrainingJobName", "HyperParameters")} == \
+        {key: value for key, value in train.items() if key not in ("TrainingJobName", "HyperParameters")}
+    run_channel = retried_merge["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
+    assert run_channel == f"s3://tunespec-test/runs/{name}-r2/output/model/"
+    # Only the merge failed: its retry merges what the first training job left.
+    _, merge_only = sagemaker_requests.attempt_requests(train, merge, 1, trained_job_name=name)
+    assert merge_only["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
+        f"s3://tunespec-test/runs/{name}/output/model/"
+    assert sagemaker_jobs.parse_job_name(f"{name}-r2-m", name) == (2, True)
+    assert sagemaker_jobs.parse_job_name(f"{name}-other", name) is None
 
 
 def test_hyperparameters_are_json_quoted_and_point_at_the_uploaded_sourcedir(tmp_path, monkeypatch):
@@ -168,6 +217,17 @@ def test_spot_sets_max_wait_and_checkpoints(tmp_path, monkeypatch):
     assert backend["container"]["run_dir"] == "/opt/ml/checkpoints"  # restored from S3 on resume
 
 
+def test_each_plan_checkpoints_under_its_own_prefix(tmp_path, monkeypatch):
+    given = {"checkpoint_s3": "s3://tunespec-test/checkpoints/"}
+    first = make_plan(tmp_path, monkeypatch, backend=given)["backend"]
+    edited = make_plan(tmp_path, monkeypatch, backend=given, training={"learning_rate": 1e-4})["backend"]
+    for backend in (first, edited):
+        uri = backend["create_training_job_request"]["CheckpointConfig"]["S3Uri"]
+        assert uri == f"s3://tunespec-test/checkpoints/{backend['job_name']}"
+        assert backend["container"]["run_dir"] == "/opt/ml/checkpoints"  # the local side of that prefix
+    assert first["job_name"] != edited["job_name"]
+
+
 # ---- refusals -------------------------------------------------------------------------------------
 
 def test_literal_token_in_environment_is_refused_with_the_reason(tmp_path, monkeypatch):
@@ -177,6 +237,30 @@ def test_literal_token_in_environment_is_refused_with_the_reason(tmp_path, monke
         backend_sagemaker.compile_sagemaker(plan, {**_defaults(), "environment": {"HUB": "hf_" + "a" * 34}})
     assert caught.value.path == ("backend", "environment", "HUB")
     assert "DescribeTrainingJob" in caught.value.hint and "secrets_manager_arn" in caught.value.hint
+
+
+def test_a_secret_from_this_machine_is_refused_unless_the_spec_names_it(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, secrets=ENV_SECRET["secrets"])
+    assert error.path == ("secrets", "hf_token") and error.line is not None
+    assert "DescribeTrainingJob" in error.message and "$HF_TOKEN" in error.message
+    assert "secrets_manager_arn" in error.hint and "secrets_in_request: [hf_token]" in error.hint
+
+    plan = make_plan(tmp_path, monkeypatch, **ENV_SECRET)
+    assert plan["backend"]["apply_environment"] == {"HF_TOKEN": "HF_TOKEN"}
+    assert "Environment" not in plan["backend"]["create_training_job_request"]  # the value is added by apply
+    assert "sagemaker-secret-in-request" in {warning["code"] for warning in plan["warnings"]}
+
+
+def test_naming_a_secrets_manager_secret_for_the_request_is_refused(tmp_path, monkeypatch):
+    error = compile_error(tmp_path, monkeypatch, backend={"secrets_in_request": ["hf_token"]})
+    assert error.path == ("backend", "secrets_in_request", 0) and "not a secret given by `env:`" in error.message
+
+
+def test_secrets_manager_secrets_travel_as_their_arn(tmp_path, monkeypatch):
+    backend = make_plan(tmp_path, monkeypatch)["backend"]
+    assert backend["apply_environment"] == {}
+    assert backend["create_training_job_request"]["Environment"] == {
+        "TUNESPEC_SECRET_HF_TOKEN_ARN": BASE_SPEC["secrets"]["hf_token"]["secrets_manager_arn"]}
 
 
 def _defaults() -> dict:

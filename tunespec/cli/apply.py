@@ -1,6 +1,7 @@
 """`tunespec apply [SPEC | PLAN_DIR]`: run a plan on its backend (the embedded default with no argument)."""
 from pathlib import Path
 
+from . import exit_codes
 from .console import out
 from .lock import refuse_drift
 from .plan_source import DEFAULT_SPEC, load_plan_argument
@@ -10,6 +11,12 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("apply", help="run a spec or a saved plan folder on its backend")
     parser.add_argument("target", nargs="?", help=f"spec file or plan folder (default: the embedded {DEFAULT_SPEC})")
     parser.add_argument("--run-dir", help="local backend: folder of the run (default from the plan)")
+    parser.add_argument("--replace", action="store_true",
+                        help="SageMaker: stop the running job of another plan of this spec, then launch "
+                             f"(without it, apply refuses with exit code {exit_codes.JOB_CONFLICT})")
+    parser.add_argument("--retry", action="store_true",
+                        help="SageMaker: launch the plan's failed or stopped job again under a new name "
+                             "(resuming from the plan's checkpoints)")
     parser.set_defaults(run=run)
 
 
@@ -25,7 +32,7 @@ def run(args) -> int:
     if backend == "sagemaker":
         from ..runtime.sagemaker import apply_sagemaker
 
-        return apply_sagemaker(plan, plan_dir, out)
+        return apply_sagemaker(plan, plan_dir, out, replace=args.replace, retry=args.retry)
     from ..runtime.slurm import apply_slurm
 
     return apply_slurm(plan, plan_dir, out)

@@ -1,0 +1,77 @@
+"""Who a SageMaker job is: the spec it belongs to, the plan it runs, its attempt, where it checkpoints.
+
+Every job carries the tag `tunespec:spec` (the spec's name): apply, status and cancel find a spec's
+jobs by it, whichever plan launched them. `tunespec:plan` holds the plan hash: the hash of the plan as
+the job sees it (local inputs by their content-addressed S3 key, never by a path relative to the folder
+apply ran from). A plan's first job is named `<spec name>-<hash>`; a retry (`apply --retry`) appends
+`-r<N>`, a merge job `-m`. The checkpoint prefix is keyed by the same name, so a changed plan never
+starts from another plan's files and a retry of the same plan resumes from its own.
+"""
+import hashlib
+import json
+import re
+from typing import List, Optional, Tuple
+
+from .errors import SpecError
+
+SPEC_TAG = "tunespec:spec"
+SPEC_HASH_TAG = "tunespec:spec-hash"
+PLAN_TAG = "tunespec:plan"
+NAME_HASH_CHARS = 8  # spec name (≤48) + "-" + hash, room left for "-r99" and "-m" within SageMaker's 63
+MAX_ATTEMPT = 99
+MERGE_SUFFIX = "-m"
+
+
+def plan_hash(plan: dict, backend: dict, channels: List[dict]) -> str:
+    """sha256 of the plan as the job runs it: inputs at their S3 URIs (content-addressed for local files)."""
+    as_run = json.loads(json.dumps({key: value for key, value in plan.items()
+                                    if key not in ("warnings", "backend", "estimates")}))
+    for channel in channels:
+        *parents, leaf = channel["plan_field"]
+        section = as_run
+        for key in parents:
+            section = section[key]
+        section[leaf] = channel["s3_uri"]
+    basis = {"plan": as_run, "backend": backend}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def job_name_for(plan: dict, digest: str) -> str:
+    """`<spec name>-<hash>`: the same plan gives the same job name from any folder."""
+    return f"{plan['spec']['name']}-{digest[:NAME_HASH_CHARS]}"
+
+
+def attempt_name(first_job_name: str, attempt: int) -> str:
+    return first_job_name if attempt == 0 else f"{first_job_name}-r{attempt}"
+
+
+def merge_job_name(train_job_name: str) -> str:
+    return f"{train_job_name}{MERGE_SUFFIX}"
+
+
+def parse_job_name(name: str, first_job_name: str) -> Optional[Tuple[int, bool]]:
+    """(attempt, is the merge job) of one of the plan's job names, or None for another name."""
+    match = re.fullmatch(re.escape(first_job_name) + r"(?:-r(\d+))?(-m)?", name)
+    if match is None:
+        return None
+    return int(match[1] or 0), bool(match[2])
+
+
+def checkpoint_uri(backend: dict, output_s3: str, first_job_name: str) -> Optional[str]:
+    """The plan's own checkpoint prefix (under backend.checkpoint_s3, or the output for spot), or None."""
+    if backend.get("checkpoint_s3"):
+        return f"{backend['checkpoint_s3'].rstrip('/')}/{first_job_name}"
+    if (backend.get("spot") or {}).get("enabled"):
+        return f"{output_s3}/{first_job_name}/checkpoints"
+    return None
+
+
+def tags(backend: dict, plan: dict, digest: str) -> List[dict]:
+    own = {SPEC_TAG: plan["spec"]["name"], SPEC_HASH_TAG: plan["spec"]["hash"], PLAN_TAG: digest}
+    for key in backend.get("tags") or {}:
+        if key.lower().startswith("tunespec:"):
+            raise SpecError(f"tag `{key}` is reserved", ("backend", "tags", key),
+                            hint="tunespec's own tags tell apply, status and cancel which spec and plan a job "
+                                 "belongs to; choose another key")
+    merged = {**own, **(backend.get("tags") or {})}
+    return [{"Key": key, "Value": value} for key, value in sorted(merged.items())]

@@ -1,0 +1,172 @@
+"""The CreateTrainingJob requests of a plan (training and merge job) and the same job as SDK 2.x arguments.
+
+The request follows the conventions the SageMaker framework containers expect from SDK 2.x:
+JSON-quoted hyperparameters, `sagemaker_program` / `sagemaker_submit_directory` (an uploaded
+sourcedir.tar.gz holding tunespec's own trainer, the plan and a pinned requirements file),
+`sagemaker_torch_distributed_enabled` and `mp_parameters` for SMP v2.
+"""
+import json
+from typing import Dict, List, Optional, Tuple
+
+from .sagemaker_inputs import s3_channel
+from .sagemaker_jobs import attempt_name, merge_job_name
+
+ENTRY_POINT = "tunespec_entry.py"  # written into sourcedir.tar.gz by tunespec.runtime.sourcedir
+PLAN_IN_SOURCEDIR = "plan.json"
+CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default `container_log_level`
+RUN_CHANNEL = "run"  # the merge job's input: the training job's outputs
+
+
+def sdk_hyperparameters(job_name: str, sourcedir_s3: str, region: str) -> dict:
+    """What `Framework._prepare_for_training` adds for every job of SDK 2.x's framework estimators."""
+    return {
+        "sagemaker_program": ENTRY_POINT,
+        "sagemaker_submit_directory": sourcedir_s3,
+        "sagemaker_container_log_level": CONTAINER_LOG_LEVEL,
+        "sagemaker_job_name": job_name,
+        "sagemaker_region": region,
+    }
+
+
+def distribution_hyperparameters(distribution: dict, instance_type: str) -> dict:
+    """`PyTorch._pytorch_distribution_configuration` of SDK 2.x, for the two forms tunespec uses."""
+    if not distribution:
+        return {}
+    hps: dict = {}
+    if "smdistributed" in distribution:
+        hps["mp_parameters"] = distribution["smdistributed"]["modelparallel"]["parameters"]
+        hps["sagemaker_distributed_dataparallel_enabled"] = False
+    hps["sagemaker_torch_distributed_enabled"] = True
+    hps["sagemaker_instance_type"] = instance_type
+    return hps
+
+
+def encode_hyperparameters(hyperparameters: dict) -> Dict[str, str]:
+    """JSON-quote every value, as SDK 2.x does (`EstimatorBase._json_encode_hyperparameters`)."""
+    return {str(key): json.dumps(value) for key, value in hyperparameters.items()}
+
+
+def training_request(job_name: str, backend: dict, image: str, hyperparameters: dict, channels: List[dict],
+                     environment: dict, checkpoint_s3: Optional[str], tags: List[dict]) -> dict:
+    spot = backend.get("spot") or {}
+    output = {"S3OutputPath": backend["output_s3"]}
+    if backend["disable_output_compression"]:
+        output["CompressionType"] = "NONE"
+    resources_config = {"InstanceType": backend["instance_type"], "InstanceCount": backend["instance_count"],
+                        "VolumeSizeInGB": backend["volume_size_gb"]}
+    if backend.get("keep_alive_seconds"):
+        resources_config["KeepAlivePeriodInSeconds"] = backend["keep_alive_seconds"]
+    stopping = {"MaxRuntimeInSeconds": backend["max_run_seconds"]}
+    request = {
+        "TrainingJobName": job_name,
+        "RoleArn": backend["role"],
+        "AlgorithmSpecification": {"TrainingImage": image, "TrainingInputMode": "File",
+                                   "EnableSageMakerMetricsTimeSeries": True},
+        "HyperParameters": encode_hyperparameters(hyperparameters),
+        "OutputDataConfig": output,
+        "ResourceConfig": resources_config,
+        "StoppingCondition": stopping,
+        "ProfilerConfig": {"DisableProfiler": True},
+        "Tags": tags,
+    }
+    if channels:
+        request["InputDataConfig"] = [s3_channel(c["name"], c["s3_uri"]) for c in channels]
+    if environment:
+        request["Environment"] = environment
+    if checkpoint_s3:
+        request["CheckpointConfig"] = {"S3Uri": checkpoint_s3}
+    if spot.get("enabled"):
+        request["EnableManagedSpotTraining"] = True
+        stopping["MaxWaitTimeInSeconds"] = spot["max_wait_seconds"]
+    return request
+
+
+def merge_request(train: dict, plan: dict, sourcedir_s3: str, channels: List[dict]) -> Optional[dict]:
+    """Seed 000's second job: merge the adapter into the base model and answer the sample prompts."""
+    outputs = plan["outputs"]
+    if not (outputs.get("merged_model") or outputs.get("sample_prompts")):
+        return None
+    job_name = merge_job_name(train["TrainingJobName"])
+    region = json.loads(train["HyperParameters"]["sagemaker_region"])
+    # One process that sees every GPU (device_map="auto"), so no torchrun/SMP hyperparameters.
+    hps = {"tunespec_plan": PLAN_IN_SOURCEDIR, "tunespec_task": "merge",
+           **sdk_hyperparameters(job_name, sourcedir_s3, region)}
+    request = json.loads(json.dumps(train))
+    request["TrainingJobName"] = job_name
+    request["HyperParameters"] = encode_hyperparameters(hps)
+    request["ResourceConfig"]["InstanceCount"] = 1
+    request["InputDataConfig"] = [s3_channel(RUN_CHANNEL, train_output_uri(train))] + [
+        s3_channel(c["name"], c["s3_uri"]) for c in channels if c["name"] == "model"]
+    request.pop("CheckpointConfig", None)
+    request.pop("EnableManagedSpotTraining", None)
+    request["StoppingCondition"].pop("MaxWaitTimeInSeconds", None)
+    return request
+
+
+def train_output_uri(train_request: dict) -> str:
+    """Where SageMaker puts the training job's /opt/ml/model: a prefix, or model.tar.gz when compressed."""
+    base = f"{train_request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{train_request['TrainingJobName']}/output"
+    if train_request["OutputDataConfig"].get("CompressionType") == "NONE":
+        return f"{base}/model/"
+    return f"{base}/model.tar.gz"
+
+
+def _renamed(request: dict, name: str) -> dict:
+    renamed = json.loads(json.dumps(request))
+    renamed["TrainingJobName"] = name
+    renamed["HyperParameters"]["sagemaker_job_name"] = json.dumps(name)
+    return renamed
+
+
+def attempt_requests(train: dict, merge: Optional[dict], attempt: int,
+                     trained_job_name: Optional[str] = None) -> Tuple[dict, Optional[dict]]:
+    """The plan's requests for attempt N of `apply --retry`: new names, the same job otherwise.
+
+    The training job keeps its checkpoint prefix (so it resumes); the merge job reads the outputs of
+    `trained_job_name` (an earlier attempt that completed) or of this attempt's training job.
+    """
+    name = attempt_name(train["TrainingJobName"], attempt)
+    train_attempt = _renamed(train, name)
+    if merge is None:
+        return train_attempt, None
+    merge_attempt = _renamed(merge, merge_job_name(name))
+    trained = _renamed(train, trained_job_name or name)
+    merge_attempt["InputDataConfig"] = [
+        s3_channel(RUN_CHANNEL, train_output_uri(trained)) if channel["ChannelName"] == RUN_CHANNEL else channel
+        for channel in merge_attempt["InputDataConfig"]]
+    return train_attempt, merge_attempt
+
+
+def estimator_args(backend: dict, sourcedir_s3: str, user_hps: dict, distribution: dict, environment: dict,
+                   checkpoint_s3: Optional[str], tags: List[dict]) -> dict:
+    """The same job as `sagemaker.pytorch.PyTorch(**args)` of SDK 2.x (the recipes' way of writing it)."""
+    spot = backend.get("spot") or {}
+    args = {
+        "entry_point": ENTRY_POINT,
+        "source_dir": sourcedir_s3,
+        "role": backend["role"],
+        "framework_version": backend["framework_version"],
+        "py_version": backend["py_version"],
+        "instance_type": backend["instance_type"],
+        "instance_count": backend["instance_count"],
+        "volume_size": backend["volume_size_gb"],
+        "max_run": backend["max_run_seconds"],
+        "output_path": backend["output_s3"],
+        "disable_output_compression": backend["disable_output_compression"],
+        "hyperparameters": user_hps,
+        "debugger_hook_config": False,
+        "disable_profiler": True,
+        "tags": tags,
+    }
+    if distribution:
+        args["distribution"] = distribution
+    if environment:
+        args["environment"] = environment
+    if backend.get("keep_alive_seconds"):
+        args["keep_alive_period_in_seconds"] = backend["keep_alive_seconds"]
+    if checkpoint_s3:
+        args["checkpoint_s3_uri"] = checkpoint_s3
+    if spot.get("enabled"):
+        args["use_spot_instances"] = True
+        args["max_wait"] = spot["max_wait_seconds"]
+    return args
