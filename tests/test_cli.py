@@ -31,7 +31,8 @@ def test_plan_prints_summary_and_writes_folder(tmp_path):
         assert expected in text, expected
     plan = json.loads((tmp_path / "p" / "plan.json").read_text())
     assert plan["trainer"]["fsdp"] == "full_shard auto_wrap"
-    assert plan["secrets"] == {"hf_token": {"env": "HF_TOKEN"}}
+    # Read in the container from Secrets Manager: no token value reaches the request.
+    assert plan["secrets"] == {"hf_token": {"secrets_manager_arn": "arn:aws:secretsmanager:us-east-1:111122223333:secret:hf-token-AbCdEf"}}
 
 
 def test_plan_json_format_is_the_plan_file(tmp_path):

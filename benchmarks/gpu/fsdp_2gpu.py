@@ -7,6 +7,8 @@ measured beside the plan's estimates, and the resume of an FSDP run after kill -
 Cases (default: all, in this order; a case already in the state file is skipped):
   fsdp2-lora, fsdp2-qlora   benchmarks/gpu/specs/llama3-8b-fsdp-{lora,qlora}-2gpu.yaml (2 processes)
   fsdp1-lora, fsdp1-qlora   the same specs over one process (the scaling baseline)
+  mixtral-fsdp2             seed 000's Mixtral-8x7B QLoRA + FSDP spec on the 2 GPUs (random weights built first
+                            by build_random_model.py into /tmp/tunespec-gpu/mixtral-8x7b)
   fsdp2-resume              the 2-process QLoRA spec killed with SIGKILL (the whole process group) once
                             its step-6 checkpoint is complete, then applied again: it must resume from
                             step 6 and finish step 12
@@ -38,6 +40,7 @@ CASES = {
     "fsdp1-lora": ("llama3-8b-fsdp-lora-1gpu.yaml", 90),
     "fsdp1-qlora": ("llama3-8b-fsdp-qlora-1gpu.yaml", 110),
     "fsdp2-resume": ("llama3-8b-fsdp-qlora-2gpu.yaml", 200),
+    "mixtral-fsdp2": ("mixtral-8x7b-fsdp-qlora-2gpu.yaml", 300),
 }
 KILL_AT_STEP = 6
 SAVE_EVERY = 6  # the specs' training.checkpoint_every_steps
