@@ -4,11 +4,12 @@ Each rule takes the validated spec and the plan built so far, raises SpecError f
 cannot run, and returns warnings (dicts with `code` and `message`) for one that runs badly.
 `RULES` is the plain list `check_plan` walks.
 """
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 from ..schema import Spec
 from ..schema.method import MethodSpec
 from . import catalog
+from .data_sources import CHARS_PER_TOKEN
 from .errors import SpecError
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -238,6 +239,104 @@ def gated_model_needs_token(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
+def ampere_or_newer(hw: dict) -> bool:
+    """TF32 and flash-attention 2 need NVIDIA Ampere (sm_80) or newer; so do bf16 tensor cores,
+    which the catalog records (V100 and T4, the older GPUs in it, have none)."""
+    return hw["kind"] == "cuda" and bool(hw.get("supports_bf16"))
+
+
+def kernels_fit_hardware(spec: Spec, plan: dict) -> List[dict]:
+    """TF32, flash-attention 2 and Liger exist only on some accelerators."""
+    devices = plan["devices"]
+    if devices["kind"] == "cpu":
+        if spec.training.tf32:
+            raise SpecError("TF32 is a mode of NVIDIA Ampere (or newer) tensor cores; this plan runs on a CPU",
+                            ("training", "tf32"), hint="set `tf32: false`")
+        return []
+    hw = catalog.lookup_instance(devices["hardware"], ("backend",))
+    name = f"{hw.get('accelerator_name') or hw['accelerator']} ({devices['hardware']})"
+    if devices["kind"] == "trainium":
+        if spec.training.liger_kernels:
+            raise SpecError(f"Liger kernels are Triton/CUDA kernels; {name} runs Neuron", ("training", "liger_kernels"),
+                            hint="set `liger_kernels: false`")
+        if spec.training.tf32:
+            raise SpecError(f"TF32 is a mode of NVIDIA tensor cores; {name} has none", ("training", "tf32"),
+                            hint="set `tf32: false`")
+        return []
+    if not ampere_or_newer(hw):
+        if spec.training.tf32:
+            raise SpecError(f"{name} has no TF32 (it needs an Ampere or newer GPU)", ("training", "tf32"),
+                            hint="set `tf32: false`, or use A10G/A100/H100 instances")
+        if spec.model.attn_implementation == "flash_attention_2":
+            raise SpecError(f"flash-attention 2 needs an Ampere or newer GPU; {name} is older",
+                            ("model", "attn_implementation"), hint="use `sdpa`")
+    return []
+
+
+def gpus_within_hardware(spec: Spec, plan: dict) -> List[dict]:
+    backend = spec.backend
+    if backend.type != "local" or not backend.gpus or not backend.hardware:
+        return []
+    if backend.hardware in catalog.load_hardware()["local"]:
+        return []  # a GPU type (h200-141gb), not a machine: `gpus` says how many this machine has
+    available = catalog.lookup_instance(backend.hardware, ("backend", "hardware"))["accelerators_per_instance"]
+    if backend.gpus > available:
+        raise SpecError(f"`gpus: {backend.gpus}` but {backend.hardware} has {available}", ("backend", "gpus"),
+                        hint=f"use at most {available}, or name the hardware this runs on")
+    return []
+
+
+def smp_tensor_parallel_divides_heads(spec: Spec, plan: dict) -> List[dict]:
+    dist, arch = spec.distribution, plan["model"]["architecture"]
+    if dist.strategy != "smp" or dist.tensor_parallel_degree == 1:
+        return []
+    tp = dist.tensor_parallel_degree
+    world = plan["parallel"]["world_size"]
+    for key, what in (("num_attention_heads", "attention heads"), ("num_key_value_heads", "key/value heads")):
+        heads = arch.get(key)
+        if heads and heads % tp:
+            raise SpecError(f"tensor_parallel_degree {tp} does not divide the model's {heads} {what}",
+                            ("distribution", "tensor_parallel_degree"),
+                            hint="use one of " + ", ".join(str(d) for d in range(1, heads + 1)
+                                                           if heads % d == 0 and world % d == 0))
+    return []
+
+
+def lora_rank_fits_model(spec: Spec, plan: dict) -> List[dict]:
+    lora, hidden = plan["method"]["lora"], plan["model"]["architecture"]["hidden_size"]
+    if lora and lora["r"] > hidden:
+        raise SpecError(f"LoRA rank {lora['r']} exceeds the model's hidden size {hidden}: the adapters cannot "
+                        "have more rank than the weights they adapt", ("method", "lora", "r"),
+                        hint="ranks of 8 to 64 are usual")
+    return []
+
+
+def sagemaker_tags_allowed(spec: Spec, plan: dict) -> List[dict]:
+    if spec.backend.type != "sagemaker":
+        return []
+    for key in spec.backend.tags:
+        if key.lower().startswith("aws:"):
+            raise SpecError("tag keys starting with `aws:` are reserved for AWS", ("backend", "tags", key),
+                            hint="rename the tag (e.g. without the `aws:` prefix)")
+    return []
+
+
+def rows_fit_sequence(spec: Spec, plan: dict) -> List[dict]:
+    """Every local row longer than max_seq_length: each is cut, completions (and the loss) lost."""
+    data = plan["data"]
+    if data["format"]["type"] == "text" or "truncates-every-row" in spec.accept_risks:
+        return []
+    shortest = (data["train"].get("stats") or {}).get("min_chars")
+    # Characters per token vary with the text; half the usual ratio makes the lower bound safe.
+    if shortest and shortest / (2 * CHARS_PER_TOKEN) > data["max_seq_length"]:
+        raise SpecError(f"the shortest row of the train data is about {shortest / CHARS_PER_TOKEN:,.0f} tokens "
+                        f"({shortest:,} characters); max_seq_length {data['max_seq_length']} truncates every row",
+                        ("data", "max_seq_length"),
+                        hint="raise max_seq_length, or add `accept_risks: [truncates-every-row]` to train on "
+                             "truncated rows")
+    return []
+
+
 RULES: List[Callable[[Spec, dict], List[dict]]] = [
     bitsandbytes_needs_cuda,
     precision_fits_hardware,
@@ -250,6 +349,12 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     sequence_fits_model,
     evaluation_has_data,
     gated_model_needs_token,
+    kernels_fit_hardware,
+    gpus_within_hardware,
+    smp_tensor_parallel_divides_heads,
+    lora_rank_fits_model,
+    sagemaker_tags_allowed,
+    rows_fit_sequence,
 ]
 
 
@@ -258,3 +363,16 @@ def check_plan(spec: Spec, plan: dict) -> List[dict]:
     for rule in RULES:
         found.extend(rule(spec, plan))
     return found
+
+
+def check_estimates(spec: Spec, plan: dict, accepted: Tuple[str, ...]) -> None:
+    """Refuse a plan whose memory estimate exceeds the device, unless the risk is accepted (then the
+    estimate's `does-not-fit` warning stays in the plan)."""
+    memory = plan["estimates"]["memory"]
+    if memory["verdict"] != "does-not-fit" or "does-not-fit" in accepted:
+        return
+    fixes = [s["message"] for s in plan["estimates"].get("suggestions") or [] if s.get("verdict") in ("fits", "tight")]
+    where = ("backend", "hardware") if spec.backend.type == "local" else ("backend", "instance_type")
+    raise SpecError(f"does not fit: the estimated peak is {memory['total_gib']} GiB per device, the "
+                    f"{plan['devices']['accelerator']} has {memory['capacity_gib']} GiB", where,
+                    hint=(f"{fixes[0]}; or " if fixes else "") + "add `accept_risks: [does-not-fit]` to run it anyway")

@@ -1,13 +1,13 @@
 """The optimisation loop: steps, batch, schedule, precision, checkpoints."""
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, model_validator
 
-from .common import Fraction, NonNegativeInt, PositiveInt, SpecModel
+from .common import Fraction, PositiveInt, SpecModel
 
 
 class TrainingSpec(SpecModel):
-    epochs: Optional[float] = Field(None, gt=0, description="Passes over the train data (or use max_steps).")
+    epochs: Optional[float] = Field(None, gt=0, le=10000, description="Passes over the train data (or use max_steps).")
     max_steps: Optional[PositiveInt] = None
     micro_batch_size: PositiveInt = Field(1, description="Sequences per device per forward pass.")
     gradient_accumulation: PositiveInt = 1
@@ -25,7 +25,8 @@ class TrainingSpec(SpecModel):
     tf32: bool = False
     gradient_checkpointing: bool = False
     liger_kernels: bool = Field(False, description="Use Liger's fused Triton kernels (CUDA only).")
-    seed: NonNegativeInt = 42
+    # numpy's and torch's generators take seeds below 2**32.
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     checkpoint_every_steps: Optional[PositiveInt] = Field(None, description="Save a checkpoint every N steps.")
     checkpoints_to_keep: PositiveInt = 2
     eval_every_steps: Optional[PositiveInt] = None
