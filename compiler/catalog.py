@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import difflib
 import functools
-import json
 import pathlib
 from importlib import resources
 from typing import Iterable, Optional
 
 import yaml
 
+from . import model_config
 from .errors import SpecError, SpecPath
 
 ALL_LINEAR = "all-linear"
@@ -130,13 +130,9 @@ def _catalog_entry(name: str) -> Optional[dict]:
 
 
 def _from_config_file(path: pathlib.Path, spec_path: SpecPath) -> dict:
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SpecError(f"no config.json at `{path}`", path=spec_path) from None
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"`{path}` is not valid JSON: {exc}", path=spec_path) from None
-    arch = normalise_config(config, spec_path)
+    if not path.exists():
+        raise SpecError(f"no config.json at `{path}`", path=spec_path)
+    arch = normalise_config(model_config.read_config(path, spec_path), spec_path)
     arch["source"] = str(path)
     return arch
 
@@ -150,6 +146,7 @@ def normalise_config(config: dict, spec_path: SpecPath = ("model", "architecture
             path=spec_path,
             hint="supported model types: " + ", ".join(_SUPPORTED_MODEL_TYPES),
         )
+    model_config.check_shape(config, spec_path)
     first = _first_present(config)
     hidden = first("hidden_size", "n_embd")
     heads = first("num_attention_heads", "n_head")

@@ -11,11 +11,17 @@ from pathlib import Path
 from typing import Optional
 
 from .. import package_files
-from ..data_files import FORMATS_BY_SUFFIX, DataError, iter_rows, template_fields
+from ..data_files import FORMATS_BY_SUFFIX, DataError, chat_messages, iter_rows, template_fields
 from ..schema.data import DataSource, DataSpec
+from . import templates
 from .errors import SpecError
+from .files import regular_file_size
 
 CHARS_PER_TOKEN = 3.8  # English text under BPE vocabularies of 32k-128k entries
+# Plan time reads a local data file whole for its row count (about 50 MB/s); a larger file is read
+# for its first rows only, and the row count is left to `data.num_examples`.
+MAX_SCAN_BYTES = 64 << 20
+SAMPLE_ROWS = 1000
 
 
 def source_kind(path: str) -> str:
@@ -61,14 +67,15 @@ def file_format(source: DataSource, field_path: tuple) -> Optional[str]:
     return FORMATS_BY_SUFFIX[suffix]
 
 
-def text_of_row(row: dict, data: DataSpec) -> str:
+def text_of_row(row: dict, data: DataSpec, file: str, where: str) -> str:
+    """The row's text as the format builds it (checked placeholders only: see validate_templates)."""
     fmt = data.format
     if fmt.type == "template":
         return fmt.prompt.format(**row) + fmt.completion.format(**row)
     if fmt.type == "instruction":
         return " ".join(str(row.get(c) or "") for c in (fmt.instruction, fmt.context, fmt.response) if c)
     if fmt.type == "chat":
-        return " ".join(str(m.get("content", "")) for m in row.get(fmt.messages) or [])
+        return " ".join(m["content"] for m in chat_messages(row, fmt.messages, file, where))
     return str(row.get(fmt.column) or "")
 
 
@@ -94,35 +101,48 @@ def _format_key_naming(data: DataSpec, column: str) -> str:
     return "type"
 
 
+def _check_columns(row: dict, needed: list, data: DataSpec, name: str, where: str) -> None:
+    missing = [c for c in needed if c not in row]
+    if not missing:
+        return
+    close = difflib.get_close_matches(missing[0], [str(c) for c in row], n=1, cutoff=0.6)
+    raise SpecError(
+        f"{name} has no column {', '.join(repr(m) for m in missing)} "
+        f"(it has: {', '.join(map(str, row))}) at {where}",
+        ("data", "format", _format_key_naming(data, missing[0])),
+        hint=f"did you mean `{close[0]}`?" if close else "name the file's columns in the format, or fix the file",
+    )
+
+
 def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], field_path: tuple) -> dict:
-    """Rows and mean characters per row of a local file; checks the columns the format uses."""
+    """Rows and characters per row (mean, shortest) of a local file; checks every row has the
+    columns the format uses, in the shape it needs."""
+    whole = regular_file_size(path, field_path + ("path",), f"`{path}`") <= MAX_SCAN_BYTES
     if fmt == "parquet":
-        return {"rows": None, "mean_chars": None}
+        return {"rows": None, "mean_chars": None, "min_chars": None}
     needed = columns_needed(data)
     rows = 0
     chars = 0
+    shortest = None
     try:
-        for _, row in iter_rows(path, fmt, path.name):
-            if rows == 0:
-                missing = [c for c in needed if c not in row]
-                if missing:
-                    close = difflib.get_close_matches(missing[0], [str(c) for c in row], n=1, cutoff=0.6)
-                    raise SpecError(
-                        f"{path.name} has no column {', '.join(repr(m) for m in missing)} "
-                        f"(it has: {', '.join(map(str, row))})",
-                        ("data", "format", _format_key_naming(data, missing[0])),
-                        hint=f"did you mean `{close[0]}`?" if close
-                        else "name the file's columns in the format, or fix the file",
-                    )
-            chars += len(text_of_row(row, data))
+        for where, row in iter_rows(path, fmt, path.name):
+            _check_columns(row, needed, data, path.name, where)
+            length = len(text_of_row(row, data, path.name, where))
+            chars += length
+            shortest = length if shortest is None else min(shortest, length)
             rows += 1
-            if limit and rows >= limit:
+            if (limit and rows >= limit) or (not whole and rows >= SAMPLE_ROWS):
                 break
     except DataError as error:
         raise SpecError(str(error), field_path + ("path",)) from None
     except UnicodeDecodeError as error:
-        raise SpecError(f"{path.name} cannot be read as {fmt}: {error}", field_path + ("path",)) from None
-    return {"rows": rows, "mean_chars": round(chars / rows, 1) if rows else 0}
+        raise SpecError(f"{path.name} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                        f"{error.start} of a block)", field_path + ("path",), hint="save the file as UTF-8") from None
+    if rows == 0:
+        raise SpecError(f"{path.name} has no rows", field_path + ("path",),
+                        hint="point to a file with training examples (a header alone is no example)")
+    return {"rows": rows if whole or (limit and rows >= limit) else None,
+            "mean_chars": round(chars / rows, 1), "min_chars": shortest}
 
 
 def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_dir: Path, cwd: Path) -> dict:
@@ -137,7 +157,7 @@ def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_
     }
     if kind in ("local", "package"):
         local = package_file(source.path, field_path + ("path",)) if kind == "package" else base_dir / source.path
-        if not local.is_file():
+        if not local.exists():
             raise SpecError(f"no such file: {source.path}", field_path + ("path",),
                             hint=f"the path is relative to the spec's folder ({os.path.relpath(base_dir, cwd)})")
         described["stats"] = local_stats(local, fmt, data, source.limit, field_path)
@@ -148,11 +168,7 @@ def validate_templates(data: DataSpec) -> None:
     if data.format.type != "template":
         return
     for key in ("prompt", "completion"):
-        try:
-            template_fields(getattr(data.format, key))
-        except ValueError as exc:
-            raise SpecError(f"not a valid template: {exc}", ("data", "format", key),
-                            hint="placeholders are `{column}`; write a literal brace as `{{` or `}}`") from None
+        templates.placeholders(getattr(data.format, key), ("data", "format", key))
 
 
 def tokens_per_example(data: DataSpec, train: dict) -> Optional[float]:

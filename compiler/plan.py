@@ -3,11 +3,11 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Tuple
 
 from .. import __version__
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import budget, catalog, data_sources, rules
+from . import budget, catalog, data_sources, rules, templates
 from .errors import SpecError
 from .host import Host, detect_host
 from .precision import resolve_precision
@@ -269,21 +269,25 @@ def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:
         from .backend_slurm import compile_slurm
 
         return compile_slurm(plan, backend.model_dump())
+    templates.placeholders(backend.run_dir, ("backend", "run_dir"), allowed=("name",))
     return {"type": "local", "device": backend.device, "run_dir": backend.run_dir.format(name=plan["spec"]["name"]),
             "files": {}}
 
 
 def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: bool = True,
-               host: Optional[Host] = None) -> dict:
+               host: Optional[Host] = None, accept_risks: Tuple[str, ...] = ()) -> dict:
     """Compile a loaded spec into the plan. Raises SpecError (with its position) for specs that cannot run.
 
     `cwd` and `host` are where the plan is made: local paths are written relative to `cwd`, and a
     local CPU plan is made for `host` (default: this machine).
 
-    `enforce_budget=False` returns a plan over its budget (`diff` shows by how much) instead of refusing it."""
+    `enforce_budget=False` returns a plan over its budget (`diff` shows by how much) instead of refusing it;
+    `accept_risks` adds to the spec's own `accept_risks` (`probe` and `plan --tune` start from plans
+    that may not fit)."""
     cwd = cwd or Path.cwd()
     try:
         plan = _build(loaded, cwd, host or detect_host())
+        rules.check_estimates(loaded.spec, plan, tuple(loaded.spec.accept_risks) + accept_risks)
         over_budget = budget.refusal(plan["estimates"].get("budget")) if enforce_budget else None
         if over_budget:
             raise over_budget
@@ -303,9 +307,9 @@ def _located(loaded: LoadedSpec, warning: dict) -> dict:
 
 def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     spec = loaded.spec
-    # The budget guards the plan but is not part of the run: changing it keeps the spec hash, so job
-    # names and run folders (which the hash names) stay the same.
-    spec_json = spec.model_dump(mode="json", exclude={"extends", "budget"})
+    # The budget and the accepted risks guard the plan but are not part of the run: changing them keeps
+    # the spec hash, so job names and run folders (which the hash names) stay the same.
+    spec_json = spec.model_dump(mode="json", exclude={"extends", "budget", "accept_risks"})
     plan: dict = {
         "format": PLAN_FORMAT,
         "tunespec_version": __version__,

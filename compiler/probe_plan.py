@@ -23,7 +23,8 @@ def single_device_plan(loaded: LoadedSpec, hardware: str) -> dict:
     backend = LocalBackend(type="local", device="cpu" if on_cpu else "cuda", hardware=None if on_cpu else hardware)
     variant = spec.model_copy(update={"backend": backend, "distribution": NoDistribution(strategy="none"),
                                       "training": training})
-    return build_plan(dataclasses.replace(loaded, spec=variant))
+    # The whole model may not fit on this one device: the probe then builds fewer layers.
+    return build_plan(dataclasses.replace(loaded, spec=variant), accept_risks=("does-not-fit",))
 
 
 def with_layers(plan: dict, layers: int) -> dict:

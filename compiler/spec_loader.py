@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from ..schema import Spec
 from . import secret_scan
 from .errors import SpecError, SpecPath
+from .files import regular_file_size
 from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file, load_yaml_text
 
 # Keys whose value selects the shape of the rest of the mapping: a child spec that changes one
@@ -98,8 +99,13 @@ def _copy_positions(source: dict, prefix: SpecPath, out: dict) -> None:
             out[p] = pos
 
 
-def _load_with_extends(path: Path, display: str, chain: List[Path], text: Optional[str] = None) -> LoadedYaml:
+def _load_with_extends(path: Path, display: str, chain: List[Path], text: Optional[str] = None,
+                       extended_by: Optional[LoadedYaml] = None) -> LoadedYaml:
     loaded = load_yaml_text(text, display) if text is not None else load_yaml_file(path, display)
+    if not isinstance(loaded.data, dict) and extended_by is not None:
+        raise locate(SpecError(f"`extends` names a file that is not a spec: it holds {_kind(loaded.data)}, not a "
+                               "mapping of keys to values", ("extends",), hint="name a tunespec spec (.yaml)"),
+                     extended_by.values, extended_by.keys, extended_by.file)
     if not isinstance(loaded.data, dict):
         _, line, column = loaded.values.get((), (display, 1, 1))
         # Named by kind only: the file may be anything (`extends: ../.env`), its text is not repeated.
@@ -124,12 +130,16 @@ def _load_with_extends(path: Path, display: str, chain: List[Path], text: Option
         raise locate(SpecError("`extends` names a base spec, a .yaml or .yml file", ("extends",),
                                hint="write the path of a tunespec spec, relative to this file"),
                      loaded.values, loaded.keys, display)
-    if not base_path.is_file():
+    if not base_path.exists():
         raise locate(SpecError(f"base spec not found: {parent}", ("extends",),
                                hint="the path is relative to the file that names it"),
                      loaded.values, loaded.keys, display)
+    try:
+        regular_file_size(base_path, ("extends",), f"base spec `{parent}`")
+    except SpecError as error:
+        raise locate(error, loaded.values, loaded.keys, display) from None
     base_display = str(Path(display).parent / parent)
-    base = _load_with_extends(base_path, base_display, chain + [base_path])
+    base = _load_with_extends(base_path, base_display, chain + [base_path], extended_by=loaded)
     values: dict = {}
     child_data = {k: v for k, v in loaded.data.items() if k != "extends"}
     base_data = _rebase_paths({k: v for k, v in base.data.items() if k != "extends"},

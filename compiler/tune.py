@@ -6,6 +6,8 @@ larger instance is a cost decision the plan leaves to its reviewer.
 import dataclasses
 
 from ..schema import Spec
+from . import rules
+from .errors import SpecError
 from .plan import build_plan
 from .spec_loader import LoadedSpec
 
@@ -24,13 +26,18 @@ def _tokens_per_s(plan: dict) -> float:
 
 
 def tuned_plan(loaded: LoadedSpec) -> dict:
-    plan = build_plan(loaded)
+    # A spec that does not fit is what tuning is for; the tuned plan is checked as any other.
+    plan = build_plan(loaded, accept_risks=("does-not-fit",))
     fits = plan["estimates"]["memory"]["verdict"] == "fits"
     candidates = [s for s in plan["estimates"]["suggestions"]
                   if s.get("verdict") == "fits" and s.get("change")
                   and not any(path.startswith(FROZEN_PREFIXES) for path in s["change"])]
     best = max(candidates, key=lambda s: s.get("tokens_per_s") or 0.0, default=None)
     if best is None or (fits and (best.get("tokens_per_s") or 0.0) <= _tokens_per_s(plan)):
+        try:  # nothing better fits: refused as `plan` refuses it
+            rules.check_estimates(loaded.spec, plan, tuple(loaded.spec.accept_risks))
+        except SpecError as error:
+            raise loaded.locate(error) from None
         plan["tuning"] = {"applied": {}, "reason": "the spec's settings are already the fastest that fit"}
         return plan
     data = loaded.spec.model_dump(mode="json", exclude={"extends"})

@@ -7,14 +7,11 @@ Examples use TRL's dataset formats, so SFTTrainer tokenizes them and masks the l
   text                    {"text": str}, or {"input_ids": block} when grouped into blocks
 Every row problem is a DataError naming the file and the line (or record) it is on.
 """
-import json
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..data_files import FORMATS_BY_SUFFIX, DataError, Row, iter_rows, json_object, template_fields
+from ..data_files import FORMATS_BY_SUFFIX, DataError, Row, chat_messages, iter_rows, json_object, template_fields
 from ..package_files import PackageFileError, is_package_uri, package_file
-
-CHAT_ROLES = {"system", "user", "assistant", "tool"}
 
 
 def resolve_path(path: str) -> Path:
@@ -89,27 +86,8 @@ def _instruction_example(fmt: dict, row: dict, file: str, where: str) -> dict:
             "completion": str(response)}
 
 
-def _messages(fmt: dict, row: dict, file: str, where: str) -> list:
-    messages = _value(row, fmt["messages"], file, where)
-    if isinstance(messages, str):  # CSV cells hold the list as JSON text
-        try:
-            messages = json.loads(messages)
-        except json.JSONDecodeError as error:
-            raise DataError(file, where, f"column {fmt['messages']!r} is not a JSON list: {error.msg}") from None
-    if not isinstance(messages, list) or not messages:
-        raise DataError(file, where, f"column {fmt['messages']!r} must be a non-empty list of messages")
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES \
-                or not isinstance(message.get("content"), str):
-            raise DataError(file, where, f"message {index} must be {{role: {'|'.join(sorted(CHAT_ROLES))}, "
-                                         f"content: text}}, got {message!r}")
-    if messages[-1]["role"] != "assistant":
-        raise DataError(file, where, "the last message must be the assistant's (the part the model learns)")
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
-
-
 def _chat_example(fmt: dict, row: dict, file: str, where: str, completion_only: bool) -> dict:
-    messages = _messages(fmt, row, file, where)
+    messages = chat_messages(row, fmt["messages"], file, where)
     if completion_only:
         return {"prompt": messages[:-1], "completion": messages[-1:]}
     return {"messages": messages}

@@ -39,7 +39,7 @@ class SageMakerBackend(SpecModel):
     framework_version: str = "2.5.1"
     py_version: str = "py311"
     volume_size_gb: PositiveInt = 500
-    max_run_seconds: PositiveInt = 86400
+    max_run_seconds: Annotated[int, Field(gt=0, le=2419200, description="At most 28 days, SageMaker's limit.")] = 86400
     keep_alive_seconds: Annotated[int, Field(ge=0, le=21600)] = 0
     spot: Optional[SpotSpec] = None
     disable_output_compression: bool = True

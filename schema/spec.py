@@ -1,5 +1,5 @@
 """The whole fine-tune spec (`apiVersion: tunespec/v1`)."""
-from typing import Literal, Optional
+from typing import List, Literal, Optional
 
 from pydantic import Field
 
@@ -37,3 +37,10 @@ class Spec(SpecModel):
     outputs: OutputsSpec = Field(default_factory=OutputsSpec)
     secrets: SecretsSpec = Field(default_factory=SecretsSpec)
     budget: Optional[BudgetSpec] = Field(None, description="Limits on the run's estimated cost and time.")
+    accept_risks: List[Literal["does-not-fit", "truncates-every-row"]] = Field(
+        default_factory=list,
+        description=(
+            "Plan-time refusals this spec overrides knowingly: `does-not-fit` (the memory estimate exceeds "
+            "the device), `truncates-every-row` (every local data row is longer than max_seq_length)."
+        ),
+    )

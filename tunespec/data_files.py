@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 FORMATS_BY_SUFFIX = {".json": "json", ".jsonl": "jsonl", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
+# UTF-8 with or without a byte-order mark: Excel's "CSV UTF-8" writes one.
+ENCODING = "utf-8-sig"
+CHAT_ROLES = {"system", "user", "assistant", "tool"}
 
 
 class DataError(ValueError):
@@ -24,7 +27,7 @@ Row = Tuple[str, dict]  # (where in the file, the row's columns)
 
 
 def _csv_rows(path: Path, name: str, delimiter: str) -> Iterator[Row]:
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding=ENCODING) as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
         if reader.fieldnames is None:  # reads the header, so line_num counts from the first row
             raise DataError(name, None, "empty file (no header)")
@@ -55,7 +58,7 @@ def json_object(name: str, where: str, text: str) -> dict:
 
 
 def _json_rows(path: Path, name: str) -> Iterator[Row]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding=ENCODING)
     if not text.lstrip().startswith("["):
         # `datasets.Dataset.to_json` (as in the seed recipes) writes JSON lines into a .json file.
         yield from _jsonl_rows(text, name)
@@ -88,10 +91,38 @@ def iter_rows(path: Path, fmt: str, name: str) -> Iterator[Row]:
     if fmt in ("csv", "tsv"):
         return _csv_rows(path, name, "\t" if fmt == "tsv" else ",")
     if fmt == "jsonl":
-        return _jsonl_rows(path.read_text(encoding="utf-8"), name)
+        return _jsonl_rows(path.read_text(encoding=ENCODING), name)
     if fmt == "json":
         return _json_rows(path, name)
     return _parquet_rows(path)
+
+
+def chat_messages(row: dict, column: str, file: str, where: str) -> list:
+    """The row's conversation: a non-empty list of {role, content} ending with the assistant's turn."""
+    if column not in row:
+        raise DataError(file, where, f"no column {column!r} (columns: {', '.join(map(str, row))})")
+    messages = row[column]
+    if isinstance(messages, str):  # CSV cells hold the list as JSON text
+        try:
+            messages = json.loads(messages)
+        except json.JSONDecodeError as error:
+            raise DataError(file, where, f"column {column!r} is not a JSON list: {error.msg}") from None
+    if not isinstance(messages, list) or not messages:
+        raise DataError(file, where, f"column {column!r} must be a non-empty list of messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES \
+                or not isinstance(message.get("content"), str):
+            raise DataError(file, where, f"message {index} must be {{role: {'|'.join(sorted(CHAT_ROLES))}, "
+                                         f"content: text}}, got {_shape(message)}")
+    if messages[-1]["role"] != "assistant":
+        raise DataError(file, where, "the last message must be the assistant's (the part the model learns)")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def _shape(value: object) -> str:
+    if isinstance(value, dict):
+        return "a mapping with keys " + ", ".join(repr(str(k))[:30] for k in list(value)[:6])
+    return f"{type(value).__name__} {json.dumps(value, default=str)[:40]}"
 
 
 def template_fields(template: str) -> List[str]:

@@ -3,6 +3,7 @@ import sys
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..compiler.errors import SpecError
 
@@ -16,7 +17,8 @@ def print_spec_error(error: SpecError) -> None:
 
 
 def print_sections(title: str, sections) -> None:
-    table = Table(title=title, show_header=False, title_justify="left", expand=False)
+    """Rows as a table; labels and values are plain text (a spec value may hold `[/]`, not markup)."""
+    table = Table(title=Text(title), show_header=False, title_justify="left", expand=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     for index, (section, rows) in enumerate(sections):
@@ -24,5 +26,5 @@ def print_sections(title: str, sections) -> None:
             table.add_section()
         table.add_row(f"[underline]{section}[/]", "")
         for label, value in rows:
-            table.add_row(label, value)
+            table.add_row(Text(label), Text(value))
     out.print(table)
