@@ -72,6 +72,14 @@ CPU_PER_NF4_EXPERT_PASS_S = 0.6e-3
 # of the link bandwidth they reach. No multi-GPU measurement yet: textbook values.
 COMM_OVERLAP = 0.5
 COMM_EFFICIENCY = 0.7
+# CPU training (the local backend on this machine's CPU): effective GFLOP/s per core of a whole
+# training step (matmuls, LoRA's elementwise work, the loss, the optimizer) by the vector extension
+# PyTorch uses and the precision, measured with the embedded default (SmolLM2-135M LoRA, 4 × ~250
+# tokens) on a 2-core Xeon (Sapphire Rapids, KVM): avx2 with torch held to AVX2
+# (ATEN_CPU_CAPABILITY=avx2), avx512_bf16 natively. The others are scaled by vector width, unmeasured.
+# Emulated bf16 (no AVX512-BF16/AMX) has no rate: plans refuse it.
+CPU_GFLOPS_PER_CORE = {"avx2": {"fp32": 45}, "avx512": {"fp32": 70}, "avx512_bf16": {"fp32": 70, "bf16": 90},
+                       "amx": {"fp32": 70, "bf16": 180}}
 # Trainium through optimum-neuron: no measurement yet; a conservative share of the peak.
 TRAINIUM_UTILISATION = 0.25
 
@@ -149,9 +157,11 @@ def estimate_throughput(plan: dict) -> dict:
     trainer, batch, devices, parallel = plan["trainer"], plan["batch"], plan["devices"], plan["parallel"]
     kind = devices.get("kind")
     peak_tflops = devices.get("peak_tflops")
-    if kind == "cpu" or not peak_tflops:
+    if kind == "cpu":
+        return _cpu_throughput(plan)
+    if not peak_tflops:
         return {"tokens_per_s_per_device": None, "tokens_per_s_total": None, "micro_step_time_s": None,
-                "note": "no throughput estimate for CPU runs: measure with `tunespec probe`"}
+                "note": "no peak compute on record for this device"}
     hardware = catalog.lookup_instance(devices["hardware"]) if devices.get("hardware") else {}
 
     seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
@@ -232,6 +242,27 @@ def estimate_throughput(plan: dict) -> dict:
         "tokens_per_s_total": round(per_replica * replicas, 1),
         "mfu": round(tokens * flops["train"] / step_s / (peak_tflops * 1e12 * devices_per_replica), 3),
     }
+
+
+def _cpu_throughput(plan: dict) -> dict:
+    """A local CPU run: FLOPs of a step at the measured rate of this CPU's cores in the plan's precision."""
+    cpu = plan["devices"].get("cpu")
+    precision = "bf16" if plan["trainer"].get("bf16") else "fp32"
+    rate = CPU_GFLOPS_PER_CORE.get((cpu or {}).get("capability"), {}).get(precision)
+    if not rate:
+        return {"tokens_per_s_per_device": None, "tokens_per_s_total": None, "micro_step_time_s": None,
+                "note": "no CPU rate on record for this CPU and precision: `tunespec probe` measures it"}
+    batch = plan["batch"]
+    tokens = batch["tokens_per_step"] / batch["global_batch_size"] * batch["micro_batch_size"]
+    seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
+    flops = flops_per_token(plan["model"]["architecture"], plan["method"], seq,
+                            bool(plan["trainer"].get("gradient_checkpointing")),
+                            plan["model"].get("attn_implementation", "sdpa"))
+    per_second = cpu["cores"] * rate * 1e9
+    step_s = tokens * flops["train"] / per_second
+    return {"flops_per_token": int(flops["train"]), "cpu_gflops_per_core": rate, "cores": cpu["cores"],
+            "micro_step_time_s": round(step_s, 3), "tokens_per_s_per_device": round(tokens / step_s, 1),
+            "tokens_per_s_total": round(tokens / step_s, 1)}
 
 
 def _communication_seconds(plan: dict, hardware: dict, accumulation: int) -> float:

@@ -10,14 +10,16 @@ from ..schema import Spec
 from ..schema.method import MethodSpec
 from . import catalog
 from .data_sources import CHARS_PER_TOKEN
-from .errors import SpecError
+from .errors import SpecError, SpecPath
+from .precision import emulated_bf16
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma")
 
 
-def warning(code: str, message: str) -> dict:
-    return {"code": code, "message": message}
+def warning(code: str, message: str, path: SpecPath = ()) -> dict:
+    """A warning; one about a field names it (`path`), and the plan locates it in the spec file."""
+    return {"code": code, "message": message, **({"path": path} if path else {})}
 
 
 def check_method(method: MethodSpec) -> None:
@@ -64,16 +66,22 @@ def bitsandbytes_needs_cuda(spec: Spec, plan: dict) -> List[dict]:
 
 
 def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
-    devices, precision = plan["devices"], spec.training.precision
+    devices, precision = plan["devices"], plan["precision"]["resolved"]
     if devices["kind"] == "cpu":
         if precision in ("fp16", "fp8"):
             raise SpecError(f"`{precision}` training is not available on a CPU", ("training", "precision"),
-                            hint="use `fp32` (or `bf16`) on a CPU")
+                            hint="use `auto` (bf16 where the CPU has it, else fp32) on a CPU")
         if spec.training.liger_kernels:
             raise SpecError("Liger kernels are Triton/CUDA kernels; this plan runs on a CPU",
                             ("training", "liger_kernels"), hint="set `liger_kernels: false`")
         if spec.model.attn_implementation == "flash_attention_2":
             raise SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"), hint="use `sdpa`")
+        if emulated_bf16(plan) and not plan["precision"]["allow_emulated_bf16"]:
+            return [warning("bf16-emulated-on-cpu",
+                            f"this CPU ({devices['cpu']['capability']}) has no native bf16: bf16 training is "
+                            "emulated, many times slower than fp32, and `tunespec apply` refuses it; use "
+                            "`precision: auto` or `fp32`, or set `training.allow_emulated_bf16: true` to insist",
+                            ("training", "precision"))]
         return []
     hw_name = devices.get("hardware", "")
     hw = catalog.lookup_instance(hw_name, ("backend",))

@@ -45,7 +45,17 @@ def layout_rows(plan: dict) -> List[Row]:
     d, p, b = plan["devices"], plan["parallel"], plan["batch"]
     where = d.get("instance_type") or d.get("hardware") or d["kind"]
     mem = f", {d['memory_gib']:g} GiB each" if d.get("memory_gib") else ""
-    rows = [("devices", f"{d['nodes']} × {where}: {d['per_node']} × {d['accelerator']}{mem}"),
+    if d.get("cpu"):
+        cpu = d["cpu"]
+        devices = (f"this machine's CPU ({cpu['model'] or 'unknown model'}): {cpu['cores']} cores, "
+                   f"{cpu['capability']}" + (f", {d['memory_gib']:g} GiB RAM" if d.get("memory_gib") else ""))
+    elif d["kind"] == "cpu":
+        devices = f"{d['nodes']} × {where}: {d['per_node']} process(es) on the CPU"
+    else:
+        devices = f"{d['nodes']} × {where}: {d['per_node']} × {d['accelerator']}{mem}"
+    precision = plan["precision"]
+    rows = [("devices", devices),
+            ("precision", precision["resolved"] + (f" (auto: {precision['reason']})" if precision["reason"] else "")),
             ("parallel", f"{p['strategy']}: {p['world_size']} process(es), data ×{p['data_parallel']}, "
                          f"tensor ×{p['tensor_parallel']}, expert ×{p['expert_parallel']}, "
                          f"shard ×{p['shard_degree']}, pipeline ×{p['pipeline_stages']}"),
@@ -65,8 +75,9 @@ def estimate_rows(plan: dict) -> List[Row]:
     if memory:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in (memory.get("breakdown_gib") or {}).items() if v >= 0.05)
         cap = memory.get("capacity_gib")
+        verdict = memory.get("verdict", "?") if cap else "capacity unknown"
         rows.append(("memory per device", f"{memory.get('total_gib', 0):.1f} GiB"
-                                          + (f" of {cap:g} GiB" if cap else "") + f": {memory.get('verdict', '?')}"))
+                                          + (f" of {cap:g} GiB" if cap else "") + f": {verdict}"))
         if parts:
             rows.append(("memory breakdown (GiB)", parts))
     speed = est.get("throughput") or {}
@@ -103,7 +114,8 @@ def summary_sections(plan: dict) -> List[Tuple[str, List[Row]]]:
                 f"~{tuning['tokens_per_s_after']:,.0f} tokens/s)") if changes else tuning["reason"]
         sections.append(("Tuned (--tune)", [("applied", text)]))
     if plan["warnings"]:
-        sections.append(("Warnings", [(w["code"], w["message"]) for w in plan["warnings"]]))
+        sections.append(("Warnings", [(w["code"], w["message"] + (f" ({w['location']})" if "location" in w else ""))
+                                      for w in plan["warnings"]]))
     return sections
 
 

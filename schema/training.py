@@ -21,7 +21,12 @@ class TrainingSpec(SpecModel):
     ] = "adamw_torch"
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.999, gt=0, lt=1)
-    precision: Literal["bf16", "fp16", "fp32", "fp8"] = "bf16"
+    precision: Literal["auto", "bf16", "fp16", "fp32", "fp8"] = Field(
+        "auto", description="`auto`: bf16 where the device computes it natively (CUDA GPUs with bf16, Trainium, "
+                            "CPUs with AVX512-BF16/AMX), fp16 on older GPUs, fp32 on other CPUs.")
+    allow_emulated_bf16: bool = Field(
+        False, description="Keep `precision: bf16` on a CPU that only emulates it (many times slower than fp32); "
+                           "without it `tunespec apply` refuses such a plan.")
     tf32: bool = False
     gradient_checkpointing: bool = False
     liger_kernels: bool = Field(False, description="Use Liger's fused Triton kernels (CUDA only).")

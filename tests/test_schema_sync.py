@@ -12,7 +12,8 @@ from tunespec.schema.json_schema import SCHEMA_FILE, schema_text
 from .conftest import REPO
 
 SCHEMA_PATH = REPO / "schema" / "tunespec-v1.schema.json"
-EXAMPLES = sorted((REPO / "specs").glob("*.yaml"))
+# The examples and the embedded default.
+EXAMPLES = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"]
 MODELINE = "# yaml-language-server: $schema="
 
 

@@ -26,5 +26,7 @@ def run(args) -> int:
 def validate(spec: str) -> None:
     plan = build_plan(load_spec_argument(spec))
     for warning in plan["warnings"]:
-        print(f"{spec}: warning: {warning['code']}: {warning['message']}")
+        # A warning about a field reads like an error: file:line:column and the field's name.
+        where, subject = warning.get("location", spec), warning.get("field", warning["code"])
+        print(f"{where}: warning: {subject}: {warning['message']}")
     print(f"{spec}: ok")
