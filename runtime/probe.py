@@ -34,15 +34,28 @@ def local_hardware() -> str:
     raise model_loading.ModelLoadError(f"{properties.name} is not in tunespec's hardware catalog")
 
 
+# The catalog speaks Llama's field names; these model types call the same fields otherwise.
+CONFIG_FIELD_NAMES = {"falcon": {"num_key_value_heads": "num_kv_heads", "intermediate_size": "ffn_hidden_size"}}
+
+
+def _settable(config_class: type, name: str) -> bool:
+    """Whether a config field can be given (FalconConfig.head_dim is a read-only property, derived)."""
+    attribute = getattr(config_class, name, None)
+    return not (isinstance(attribute, property) and attribute.fset is None)
+
+
 def hf_config(architecture: dict, layers: int):
-    """A transformers config of the architecture's shape (fields the config class does not have are left out)."""
-    config = AutoConfig.for_model(architecture["model_type"])
+    """A transformers config of the architecture's shape, built by its own constructor so that derived
+    fields (Qwen2's layer_types, one per layer) follow the layer count; fields it has not are left out."""
+    model_type = architecture["model_type"]
+    defaults = AutoConfig.for_model(model_type)
+    names = CONFIG_FIELD_NAMES.get(model_type, {})
+    fields = {}
     for key, value in architecture.items():
-        if hasattr(config, key) and value is not None:
-            setattr(config, key, value)
-    config.num_hidden_layers = layers
-    config.use_cache = False
-    return config
+        name = names.get(key, key)
+        if key != "model_type" and value is not None and hasattr(defaults, name) and _settable(type(defaults), name):
+            fields[name] = value
+    return AutoConfig.for_model(model_type, **dict(fields, num_hidden_layers=layers, use_cache=False))
 
 
 class _StepTimer(TrainerCallback):
