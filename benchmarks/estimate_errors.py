@@ -19,6 +19,9 @@ from tunespec.compiler import catalog
 from tunespec.compiler.estimate import estimate
 
 MEASUREMENTS = pathlib.Path(__file__).parent / "measurements"
+GPU_RESULTS = pathlib.Path(__file__).parent / "gpu"
+# The training loop a measurement ran, as the plan's launch names it.
+RUNNERS = {"trainer": "tunespec.runtime.train", "plain": "tunespec.runtime.probe"}
 MEMORY_BOUND = 0.10
 SPEED_BOUND = 0.20
 
@@ -29,8 +32,11 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
               strategy: str = "none", sharding: str = "full_shard", tensor_parallel: int = 1,
               expert_parallel: int = 1, optim: str = "adamw_torch", attn: str = "sdpa", liger: bool = False,
               num_examples: int | None = None, tokens_per_example: int | None = None, epochs: float = 1.0,
-              max_steps: int | None = None, packing: bool = True, kbit_preparation: str = "minimal") -> dict:
-    """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out."""
+              max_steps: int | None = None, packing: bool = True, kbit_preparation: str = "minimal",
+              gpus: int | None = None, runner: str = "plain") -> dict:
+    """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out. `gpus`: the
+    local machine's GPU count (a local hardware name is one GPU type); `runner`: the training loop
+    measured, tunespec's trainer (`tunespec apply`) or a plain loop (measure_training.py, the probe)."""
     arch = catalog.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
     lora = None
     if method != "full":
@@ -43,7 +49,7 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
     hw = catalog.lookup_instance(hardware)
     # Trainium: one process per NeuronCore; the catalog counts cores and memory per chip
     trainium = hw["kind"] == "trainium"
-    per_node = hw["neuron_cores"] * hw["accelerators_per_instance"] if trainium else hw["accelerators_per_instance"]
+    per_node = hw["neuron_cores"] * hw["accelerators_per_instance"] if trainium else (gpus or hw["accelerators_per_instance"])
     memory = hw["memory_gib"] / hw["neuron_cores"] if trainium else hw["memory_gib"]
     world = per_node * nodes
     devices = {"kind": hw["kind"], "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
@@ -86,6 +92,7 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
                     "optim": optim, "bf16": True, "fp16": False, "gradient_checkpointing": checkpointing,
                     "use_liger_kernel": liger, "max_steps": max_steps or -1, "num_train_epochs": epochs},
         "batch": batch,
+        "launch": {"module": RUNNERS[runner]},
     }
 
 
@@ -147,6 +154,34 @@ def replay(paths=None) -> list:
     return rows
 
 
+def apply_rows(paths=None) -> list:
+    """One row per `tunespec apply` run measured on the GPU machine (benchmarks/gpu/results-*.json, the
+    cases with a `replay` block: the settings of the plan that ran): the estimate of that plan against
+    the run's steady tokens/s and its largest per-device peak allocated memory."""
+    rows = []
+    for path in paths or sorted(GPU_RESULTS.glob("results-*.json")):
+        results = json.loads(pathlib.Path(path).read_text())
+        for name, case in results["cases"].items():
+            settings = case.get("replay")
+            if not settings or case.get("exit_code") != 0:
+                continue
+            result = estimate(make_plan(runner="trainer", **settings))
+            memory, speed = result["memory"], result["throughput"]
+            measured = case["measured"]
+            peak_gib = max(measured.get("peak_memory_gib_per_rank") or [measured["peak_memory_gib"]])
+            tokens = measured["steady_tokens_per_s"]
+            rows.append({
+                "id": f"{pathlib.Path(path).stem}:{name}",
+                "measured_peak_gib": peak_gib,
+                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
+                "memory_error": memory["peak_allocated_bytes"] / 2 ** 30 / peak_gib - 1,
+                "measured_tokens_per_s": tokens,
+                "estimated_tokens_per_s": speed["tokens_per_s_total"],
+                "speed_error": speed["tokens_per_s_total"] / tokens - 1,
+            })
+    return rows
+
+
 def oom_rows(paths=None) -> list:
     """Measured out-of-memory cases with the estimator's verdict for them."""
     rows = []
@@ -166,8 +201,9 @@ def table(rows: list, ooms: list) -> str:
     lines = ["| case | peak GiB measured | estimated | error | reserved error | tokens/s measured | estimated | error |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
+        reserved = f"{row['reserved_error']:+.1%}" if "reserved_error" in row else "-"
         lines.append(f"| {row['id']} | {row['measured_peak_gib']:.2f} | {row['estimated_peak_gib']:.2f} | "
-                     f"{row['memory_error']:+.1%} | {row['reserved_error']:+.1%} | {row['measured_tokens_per_s']:.0f} | "
+                     f"{row['memory_error']:+.1%} | {reserved} | {row['measured_tokens_per_s']:.0f} | "
                      f"{row['estimated_tokens_per_s']:.0f} | {row['speed_error']:+.1%} |")
     if rows:
         mem = [abs(r["memory_error"]) for r in rows]
@@ -191,6 +227,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     rows = replay(args.paths or None)
     print(table(rows, oom_rows(args.paths or None)))
+    if not args.paths:
+        print("\n`tunespec apply` runs on the GPU machine (steady tokens/s, largest per-device peak):\n")
+        print(table(apply_rows(), []))
     return 0
 
 

@@ -427,8 +427,8 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
     hardware = load_hardware()
     instances = hardware["instances"]
     if name in hardware["local"]:
-        entry = dict(hardware["local"][name], accelerators_per_instance=1, vcpus=None, host_memory_gib=None,
-                     interconnect=None, on_demand_usd_per_hour=None, market="local")
+        entry = dict({"interconnect": None, **hardware["local"][name]}, accelerators_per_instance=1, vcpus=None,
+                     host_memory_gib=None, on_demand_usd_per_hour=None, market="local")
     elif name in instances:
         entry = dict(instances[name], market="sagemaker")
         if entry["on_demand_usd_per_hour"] is None and entry.get("ec2_on_demand_usd_per_hour"):

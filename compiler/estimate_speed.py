@@ -69,9 +69,21 @@ KBIT_PREPARATION_CPU_PER_LAYER_PASS_S = 2.5e-3
 # their adapters, the activation and the scatter (about 20 launches; uncalibrated until measured).
 CPU_PER_NF4_EXPERT_PASS_S = 0.6e-3
 # Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
-# of the link bandwidth they reach. No multi-GPU measurement yet: textbook values.
+# of the link bandwidth they reach: textbook values. On 2 H200s over NVLink the Llama-3-8B-shape FSDP
+# steps measured (benchmarks/gpu/results-h200x2-fsdp-2026-11-30.json) leave them no exposed share.
 COMM_OVERLAP = 0.5
 COMM_EFFICIENCY = 0.7
+# `tunespec apply` runs TRL's SFTTrainer (packed rows with position_ids, Liger's Triton kernels,
+# completion-only masks, per-step logging and token counting) where measure_training.py and the probe
+# run a plain loop: per decoder layer and pass it costs 3.7-5.5 ms more, measured on six apply runs of
+# the Llama-3-8B shape (LoRA and QLoRA, H100 and H200, with and without checkpointing, 1 and 2 GPUs;
+# benchmarks/gpu/results-*.json, replayed by benchmarks/estimate_errors.py). Its profile is issue 15's.
+TRAINER_CPU_PER_LAYER_PASS_S = 5.0e-3
+TRAINER_MODULE = "tunespec.runtime.train"
+# FSDP sharded over several processes: each wrapped layer's all-gather (and in backward its
+# reduce-scatter) is issued and waited for on the CPU path: +1.5-2.5 ms per layer and pass measured on
+# 2 H200s, LoRA and QLoRA (the same results file).
+FSDP_SHARDED_CPU_PER_LAYER_PASS_S = 2.0e-3
 # CPU training (the local backend on this machine's CPU): effective GFLOP/s per core of a whole
 # training step (matmuls, LoRA's elementwise work, the loss, the optimizer) by the vector extension
 # PyTorch uses and the precision, measured with the embedded default (SmolLM2-135M LoRA, 4 × ~250
@@ -218,6 +230,10 @@ def estimate_throughput(plan: dict) -> dict:
         cpu_s += layers * passes * KBIT_PREPARATION_CPU_PER_LAYER_PASS_S
     if experts_nf4:
         cpu_s += layers * passes * arch["num_local_experts"] * CPU_PER_NF4_EXPERT_PASS_S
+    if (plan.get("launch") or {}).get("module") == TRAINER_MODULE:
+        cpu_s += layers * passes * TRAINER_CPU_PER_LAYER_PASS_S
+    if parallel["strategy"] in ("fsdp", "smp") and (parallel.get("shard_degree") or 1) > 1:
+        cpu_s += layers * passes * FSDP_SHARDED_CPU_PER_LAYER_PASS_S
 
     comm_s = _communication_seconds(plan, hardware, accumulation)
     # The optimizer step waits for the last gradient: it cannot hide behind the next step's launches.

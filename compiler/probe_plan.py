@@ -24,7 +24,10 @@ def single_device_plan(loaded: LoadedSpec, hardware: str) -> dict:
     variant = spec.model_copy(update={"backend": backend, "distribution": NoDistribution(strategy="none"),
                                       "training": training})
     # The whole model may not fit on this one device: the probe then builds fewer layers.
-    return build_plan(dataclasses.replace(loaded, spec=variant), accept_risks=("does-not-fit",))
+    plan = build_plan(dataclasses.replace(loaded, spec=variant), accept_risks=("does-not-fit",))
+    # The probe runs its own plain loop (runtime/probe.py), not the trainer `apply` launches: estimated as such.
+    plan["launch"] = dict(plan["launch"], module="tunespec.runtime.probe")
+    return with_layers(plan, plan["model"]["architecture"]["num_hidden_layers"])
 
 
 def with_layers(plan: dict, layers: int) -> dict:
