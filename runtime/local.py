@@ -20,6 +20,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 
 from ..compiler.plan import canonical_json
+from .kernels import missing_kernels
 from .progress import read_events
 from .run_layout import (CONSOLE_LOG, PLAN, PROGRESS, SAMPLES, checkpoint_step, finished_metrics,
                          last_complete_checkpoint)
@@ -175,6 +176,10 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
         console.print(f"{run_dir} holds a finished run of this plan; delete it to train again.")
         print_report(console, run_dir, finished)
         return 0
+    missing = missing_kernels(plan)
+    if missing:
+        console.print("\n".join(f"[red]error:[/] {message}" for message in missing))
+        return 2
     plan_path = run_dir / PLAN
     try:
         command = trainer_command(plan, plan_path, run_dir)

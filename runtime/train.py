@@ -21,6 +21,7 @@ from pathlib import Path
 from .progress import ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
+from .kernels import missing_kernels
 from .train_env import prepare_environment
 
 EXIT_DATA, EXIT_MODEL, EXIT_OOM, EXIT_PLAN = 3, 4, 5, 6
@@ -112,6 +113,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
                           write_metrics)
     from .progress_callback import ProgressCallback
 
+    missing = missing_kernels(plan)
+    if missing:
+        raise PlanError("; ".join(missing))
     if _uses_smp(plan):
         smp.start(plan)  # SMP's process group and init come before the Trainer's own distributed setup
     progress.emit("phase", name="loading the model")
