@@ -17,6 +17,7 @@ from typing import Optional
 
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
+from rich.markup import escape
 from rich.table import Table
 
 from ..compiler.plan import canonical_json
@@ -178,7 +179,7 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
         return 0
     missing = missing_kernels(plan)
     if missing:
-        console.print("\n".join(f"[red]error:[/] {message}" for message in missing))
+        console.print("\n".join(f"[red]error:[/] {escape(message)}" for message in missing))
         return 2
     plan_path = run_dir / PLAN
     try:

@@ -1,4 +1,5 @@
 """`tunespec probe SPEC`: run a few real steps of the spec's model shape here, measured against the estimate."""
+from rich.markup import escape
 from rich.table import Table
 
 from ..compiler.probe_plan import layers_that_fit, single_device_plan, with_layers
@@ -23,6 +24,7 @@ def _row(table: Table, name: str, measured, estimated, unit: str) -> None:
 
 def run(args) -> int:
     loaded = load_spec_argument(args.spec)
+    from ..runtime.kernels import missing_kernels
     from ..runtime.probe import local_hardware, measure
 
     hardware = local_hardware()
@@ -37,6 +39,11 @@ def run(args) -> int:
               f"{plan['method']['type']}, micro batch {plan['batch']['micro_batch_size']}, sequence "
               f"{plan['batch']['sequence_length']}, checkpointing "
               f"{'on' if plan['trainer']['gradient_checkpointing'] else 'off'}, {args.steps} steps")
+    missing = missing_kernels(plan)
+    if missing:
+        for message in missing:
+            out.print(f"[red]error:[/] {escape(message)}")
+        return 2
     measured = measure(plan, layers, steps=args.steps)
     memory, speed = plan["estimates"]["memory"], plan["estimates"]["throughput"]
     table = Table(title=f"probe: measured on {measured['device']} vs estimated", title_justify="left")
