@@ -84,7 +84,7 @@ class Nf4Experts(nn.Module):
         from bitsandbytes import functional as bnb_functional
 
         experts, out_features, in_features = weight.shape
-        if torch.device(device).type == "meta":
+        if weight.is_meta or torch.device(device).type == "meta":
             # A rank that loads no weights (FSDP's cpu_ram_efficient_loading) gets rank 0's by broadcast.
             self._register_empty(name, out_features * in_features, storage)
             return
