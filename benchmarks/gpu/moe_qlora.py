@@ -59,6 +59,8 @@ from tunespec.runtime import model_loading, moe_quantization  # noqa: E402
 def compile_plan(spec: str, layers: int | None = None, **quantization) -> dict:
     """The spec's plan, for `layers` decoder layers when the model built has fewer, re-estimated."""
     plan = build_plan(load_spec(SPECS / spec), cwd=ROOT)
+    # This script runs a plain training loop, not the trainer: estimated as such (no TRL overhead).
+    plan["launch"]["module"] = "benchmarks/gpu/moe_qlora.py"
     if quantization:
         plan["method"]["quantization"].update(quantization)
     if layers:
@@ -220,7 +222,8 @@ def mixtral_loaded() -> dict:
 
 def llama_loaded(preparation: str) -> dict:
     plan = compile_plan("llama3-8b-viggo-qlora.yaml", kbit_preparation=preparation)
-    plan["trainer"].update(per_device_train_batch_size=1, gradient_checkpointing=True)
+    # the plain loop below: no Liger kernels (the spec's trainer runs them)
+    plan["trainer"].update(per_device_train_batch_size=1, gradient_checkpointing=True, use_liger_kernel=False)
     plan["batch"].update(micro_batch_size=1)
     plan["estimates"] = estimate(plan)
     model = model_loading.load_model(plan, str(LLAMA))
