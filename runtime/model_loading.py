@@ -181,17 +181,22 @@ def _device_map(plan: dict, quantized: bool, path: str):
     return None, None
 
 
-def _quantize_experts(model, plan: dict) -> None:
-    """NF4 experts on the GPU of their layer; then every weight is there and the load-time dispatch
-    hooks (which moved activations to the host for the experts) go."""
+def _quantize_experts(model, plan: dict, in_place: bool) -> None:
+    """NF4 experts: where device_map "auto" placed their layer (`in_place`), or on this process's GPU
+    from host memory; then every weight is there and the load-time dispatch hooks (which moved
+    activations to the host for the experts) go."""
     from accelerate.hooks import remove_hook_from_module
 
     from .moe_quantization import quantize_experts
 
-    device = int(os.environ.get("LOCAL_RANK", "0"))
-    count = quantize_experts(model, plan["method"]["quantization"], torch.device("cuda", device))
-    remove_hook_from_module(model, recurse=True)
-    model.hf_device_map = {"": device}
+    quant = plan["method"]["quantization"]
+    if in_place:
+        count = quantize_experts(model, quant)
+    else:
+        device = int(os.environ.get("LOCAL_RANK", "0"))
+        count = quantize_experts(model, quant, torch.device("cuda", device))
+        remove_hook_from_module(model, recurse=True)
+        model.hf_device_map = {"": device}
     logger.info("quantized the experts of %d MoE layers to NF4", count)
 
 
@@ -210,8 +215,8 @@ def load_model(plan: dict, path: str):
         options["max_memory"] = max_memory
     model = AutoModelForCausalLM.from_pretrained(path, **options)
     model.config.use_cache = False  # the KV cache only costs memory while training
-    if _quantizes_experts(plan) and device_map != "auto":
-        _quantize_experts(model, plan)
+    if _quantizes_experts(plan):
+        _quantize_experts(model, plan, in_place=device_map == "auto")
     if quantization is not None and plan["method"]["quantization"].get("kbit_preparation") == "full":
         # The QLoRA paper's recipe, when the plan asks for it: norms, embeddings and every other
         # unquantized weight in fp32 (the rules refuse it under FSDP/SMP, whose shards need one dtype).
