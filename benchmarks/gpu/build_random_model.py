@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers.initialization import no_init_weights
 
 from tunespec.compiler import catalog
 
@@ -42,8 +43,16 @@ def main() -> int:
                                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     started = time.time()
     torch.manual_seed(0)
-    with torch.device("cuda"):
+    # transformers' own initialisation builds fp32 temporaries (a 32-layer Mixtral then needs more than
+    # an H200): allocate uninitialised bf16 weights and fill them in place.
+    with torch.device("cuda"), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("norm.weight"):
+                parameter.fill_(1.0)
+            else:
+                parameter.normal_(0.0, 0.02)
     args.target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.target, max_shard_size="5GB")
     for name in ("tokenizer.json", "tokenizer_config.json"):
