@@ -7,51 +7,24 @@ Examples use TRL's dataset formats, so SFTTrainer tokenizes them and masks the l
   text                    {"text": str}, or {"input_ids": block} when grouped into blocks
 Every row problem is a DataError naming the file and the line (or record) it is on.
 """
+import json
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
-from ..data_files import FORMATS_BY_SUFFIX, DataError, Row, chat_messages, iter_rows, json_object, template_fields
-from ..package_files import PackageFileError, is_package_uri, package_file
+from ..data_files import DataError, Row, chat_messages, json_object, template_fields
+from .data_sources import fingerprint, iter_source_rows, signature
 
+def default_cache() -> Path:
+    """S3 objects downloaded once, and the Arrow files of the datasets (outside the run folder, which
+    SageMaker uploads as the job's model)."""
+    from .model_loading import cache_root
 
-def resolve_path(path: str) -> Path:
-    """A plan data path as a local file (`pkg://` located in its package, relative to the cwd)."""
-    if path.startswith(("s3://", "hub:")):
-        raise DataError(path, None, "remote data is staged by the SageMaker/Slurm backends; "
-                                    "for a local run, download it and give its local path")
-    if is_package_uri(path):
-        try:
-            return package_file(path)
-        except PackageFileError as error:
-            raise DataError(path, None, str(error)) from None
-    local = Path(path).expanduser()
-    if not local.is_file():
-        raise DataError(path, None, "no such file")
-    return local
+    return cache_root() / "data"
 
 
-def file_format(source: dict, path: Path) -> str:
-    fmt = source.get("format") or FORMATS_BY_SUFFIX.get(path.suffix.lower())
-    if fmt is None:
-        raise DataError(source["path"], None, "cannot tell the file format from its extension; set `format`")
-    return fmt
-
-
-def read_rows(source: dict) -> List[Row]:
+def read_rows(source: dict, cache: Optional[Path] = None) -> List[Row]:
     """The rows of a plan data source (up to its `limit`), each with where it is in the file."""
-    path = resolve_path(source["path"])
-    fmt = file_format(source, path)
-    name = source["path"]
-    rows = iter_rows(path, fmt, name)
-    limit = source.get("limit")
-    selected = []
-    for row in rows:
-        selected.append(row)
-        if limit and len(selected) >= limit:
-            break
-    if not selected:
-        raise DataError(name, None, "no rows")
-    return selected
+    return list(iter_source_rows(source, cache or default_cache()))
 
 
 def _value(row: dict, column: str, file: str, where: str, required: bool = True):
@@ -104,41 +77,82 @@ def to_example(data_plan: dict, row: dict, file: str, where: str) -> dict:
     return {"text": str(_value(row, fmt["column"], file, where))}
 
 
-def examples(data_plan: dict, source: dict) -> List[dict]:
-    return [to_example(data_plan, row, source["path"], where) for where, row in read_rows(source)]
+def iter_examples(data_plan: dict, source: dict, cache: Path) -> Iterator[dict]:
+    for where, row in iter_source_rows(source, cache):
+        yield to_example(data_plan, row, source["path"], where)
 
 
-def group_into_blocks(texts: List[str], tokenizer, block_size: int, file: str) -> List[dict]:
-    """Pre-training blocks (seed 001's group_texts): all texts joined by EOS, cut into full blocks."""
+def examples(data_plan: dict, source: dict, cache: Optional[Path] = None) -> List[dict]:
+    return list(iter_examples(data_plan, source, cache or default_cache()))
+
+
+def iter_blocks(texts: Iterator[str], tokenizer, block_size: int, file: str) -> Iterator[dict]:
+    """Pre-training blocks (seed 001's group_texts): all texts joined by EOS, cut into full blocks,
+    holding no more than one block's tokens at a time."""
     ids: List[int] = []
+    produced = False
     for text in texts:
         ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
         ids.append(tokenizer.eos_token_id)
-    count = len(ids) // block_size
-    if count == 0:
+        while len(ids) >= block_size:
+            yield {"input_ids": ids[:block_size]}
+            ids = ids[block_size:]
+            produced = True
+    if not produced:
         raise DataError(file, None, f"{len(ids)} tokens in all, fewer than one block of {block_size}")
-    return [{"input_ids": ids[i * block_size:(i + 1) * block_size]} for i in range(count)]
 
 
-def build_datasets(plan: dict, tokenizer):
-    """(train, eval or None) as datasets.Dataset in TRL's formats."""
+def _generate_examples(data_plan: dict, source: dict, cache: str):
+    yield from iter_examples(data_plan, source, Path(cache))
+
+
+def _generate_blocks(dataset, tokenizer, block_size: int, file: str):
+    yield from iter_blocks((example["text"] for example in dataset), tokenizer, block_size, file)
+
+
+def _arrow_dataset(generator, cache_dir: str, arguments: dict, key: str):
+    """The generator's examples as a memory-mapped Arrow dataset (reused while `key` is the same)."""
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return Dataset.from_generator(generator, cache_dir=cache_dir, gen_kwargs=arguments, fingerprint=key)
+    except DatasetGenerationError as error:
+        if isinstance(error.__cause__, DataError):  # the row's own message, not the library's wrapper
+            raise error.__cause__ from None
+        raise
+
+
+def build_datasets(plan: dict, tokenizer, cache: Optional[Path] = None):
+    """(train, eval or None) as datasets.Dataset in TRL's formats, written to Arrow files in `cache` as
+    the rows are read (memory-mapped: a source larger than memory is never held whole)."""
     from datasets import Dataset
 
     data = plan["data"]
-    train = examples(data, data["train"])
-    evaluation = examples(data, data["eval"]) if data.get("eval") else None
+    cache = cache or default_cache()
+    arrow = str(cache / "arrow")
+
+    def dataset(source: dict) -> Dataset:
+        return _arrow_dataset(_generate_examples, arrow, {"data_plan": data, "source": source, "cache": str(cache)},
+                              fingerprint(json.dumps(data, sort_keys=True), signature(source, cache)))
+
+    train = dataset(data["train"])
+    evaluation = dataset(data["eval"]) if data.get("eval") else None
     if evaluation is None and data.get("eval_fraction"):
-        split = Dataset.from_list(train).train_test_split(test_size=data["eval_fraction"],
-                                                          seed=plan["trainer"].get("seed", 42))
-        train, evaluation = split["train"].to_list(), split["test"].to_list()
+        split = train.train_test_split(test_size=data["eval_fraction"], seed=plan["trainer"].get("seed", 42))
+        train, evaluation = split["train"], split["test"]
     fmt = data["format"]
     if fmt["type"] == "text" and fmt.get("group_into_blocks", True):
-        size = data["max_seq_length"]
-        train = group_into_blocks([e["text"] for e in train], tokenizer, size, data["train"]["path"])
+        def blocks(texts: Dataset, name: str) -> Dataset:
+            return _arrow_dataset(
+                _generate_blocks, arrow,
+                {"dataset": texts, "tokenizer": tokenizer, "block_size": data["max_seq_length"], "file": name},
+                fingerprint(texts._fingerprint, tokenizer.name_or_path, str(data["max_seq_length"])))
+
+        train = blocks(train, data["train"]["path"])
         if evaluation is not None:
-            name = (data.get("eval") or data["train"])["path"]
-            evaluation = group_into_blocks([e["text"] for e in evaluation], tokenizer, size, name)
-    return Dataset.from_list(train), (Dataset.from_list(evaluation) if evaluation else None)
+            evaluation = blocks(evaluation, (data.get("eval") or data["train"])["path"])
+    return train, evaluation
 
 
 def generation_prompt(plan: dict, text: str, tokenizer) -> str:

@@ -108,7 +108,7 @@ def test_chat_format_splits_the_last_assistant_turn_for_completion_only_loss(tmp
 
 
 def test_text_format_is_grouped_into_full_blocks(tokenizer):
-    blocks = data.group_into_blocks(["word " * 50, "other " * 30], tokenizer, 16, "t.txt")
+    blocks = list(data.iter_blocks(iter(["word " * 50, "other " * 30]), tokenizer, 16, "t.txt"))
     assert all(len(block["input_ids"]) == 16 for block in blocks)
     assert len(blocks) == (50 + 30 + 2) // 16  # the rest (shorter than a block) is dropped
     assert tokenizer.eos_token_id in blocks[3]["input_ids"]  # documents are joined by EOS
