@@ -55,16 +55,22 @@ def _uses_blocks(plan: dict) -> bool:
     return fmt["type"] == "text" and fmt.get("group_into_blocks", True)
 
 
-def trainer_config(plan: dict, run_dir: Path, has_eval: bool, resuming: bool):
-    """SFTConfig from plan.trainer (TrainingArguments/SFTConfig names) plus what the run folder decides."""
-    from trl import SFTConfig
-
-    known = {field.name for field in dataclasses.fields(SFTConfig)}
+def plan_trainer_settings(plan: dict, known: set) -> dict:
+    """plan.trainer in the names of a config class whose fields are `known` (SFTConfig, NeuronSFTConfig)."""
     # None means "the library's default" in the plan (e.g. save_steps with save_strategy epoch).
     settings = {key: value for key, value in plan["trainer"].items() if value is not None}
     if "warmup_ratio" in settings and "warmup_ratio" not in known:
         # The plan format names warmup_ratio; transformers 5 folded it into warmup_steps (< 1: a ratio).
         settings.setdefault("warmup_steps", settings.pop("warmup_ratio"))
+    return settings
+
+
+def trainer_config(plan: dict, run_dir: Path, has_eval: bool, resuming: bool):
+    """SFTConfig from plan.trainer (TrainingArguments/SFTConfig names) plus what the run folder decides."""
+    from trl import SFTConfig
+
+    known = {field.name for field in dataclasses.fields(SFTConfig)}
+    settings = plan_trainer_settings(plan, known)
     unknown = sorted(set(settings) - known)
     if unknown:
         raise PlanError(f"plan.trainer has keys this TRL/transformers does not know: {', '.join(unknown)}")

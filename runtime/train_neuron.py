@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from .run_layout import CHECKPOINTS, last_complete_checkpoint
+from .train_env import prepare_environment
 
 SHARDED_DIR = "neuron_model"
 
@@ -41,37 +42,39 @@ def main(argv=None) -> int:
 
 
 def train(plan: dict, run_dir: Path, max_steps) -> None:
+    # The GPU trainer's environment (offline switches, secrets, tokenizer threads), before the
+    # Hugging Face libraries are imported.
+    prepare_environment(plan, run_dir)
     try:
         from optimum.neuron import NeuronSFTConfig, NeuronSFTTrainer
     except ImportError as error:
         sys.exit(f"optimum-neuron is not importable here ({error}); install tunespec[neuron] in the job's venv")
-    import torch
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import model_loading
     from .data import build_datasets
+    from .train import plan_trainer_settings
 
-    model_plan, method, parallel = plan["model"], plan["method"], plan["parallel"]
-    tokenizer = AutoTokenizer.from_pretrained(model_plan["source"], revision=model_plan["revision"])
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(model_plan["source"], revision=model_plan["revision"],
-                                                 torch_dtype=torch.bfloat16 if plan["trainer"]["bf16"] else None)
-    lora = None
-    if method["lora"]:
-        spec = method["lora"]
-        lora = LoraConfig(r=spec["r"], lora_alpha=spec["alpha"], lora_dropout=spec["dropout"],
-                          target_modules=spec["target_modules"], bias=spec["bias"], task_type="CAUSAL_LM")
+    parallel = plan["parallel"]
+    # The GPU trainer's model loading and adapter config, so both read the plan the same way.
+    path = model_loading.model_path(plan["model"])
+    tokenizer = model_loading.load_tokenizer(path, plan["model"])
+    model = model_loading.load_model(plan, path)
+    lora = model_loading.lora_config(plan, model)
 
     # The GPU trainer's datasets, in TRL's formats: NeuronSFTTrainer is TRL's SFTTrainer underneath.
     train_set, eval_set = build_datasets(plan, tokenizer)
 
-    settings = dict(plan["trainer"], output_dir=str(run_dir / CHECKPOINTS),
+    known = {field.name for field in dataclasses.fields(NeuronSFTConfig)}
+    settings = dict(plan_trainer_settings(plan, known), output_dir=str(run_dir / CHECKPOINTS),
                     tensor_parallel_size=parallel["tensor_parallel"],
                     pipeline_parallel_size=parallel["pipeline_stages"])
     if max_steps:
         settings.update(max_steps=max_steps, save_strategy="no")
-    # optimum-neuron versions differ in the SFTConfig fields they take: pass only the known ones.
-    known = {field.name for field in dataclasses.fields(NeuronSFTConfig)}
+    # optimum-neuron versions differ in the SFTConfig fields they take: the others are said, not dropped silently.
+    ignored = sorted(key for key in settings if key not in known)
+    if ignored:
+        print(f"optimum-neuron's NeuronSFTConfig has no {', '.join(ignored)}: these plan settings do not apply here",
+              file=sys.stderr)
     config = NeuronSFTConfig(**{key: value for key, value in settings.items() if key in known})
     trainer = NeuronSFTTrainer(model=model, args=config, peft_config=lora, tokenizer=tokenizer,
                                train_dataset=train_set, eval_dataset=eval_set)
