@@ -106,8 +106,9 @@ def warnings(plan: dict, memory: dict, throughput: dict, time: dict, cost: dict)
         warn("memory-tight", f"estimated peak {memory['total_gib']} GiB is within 10% of the "
                              f"{memory['capacity_gib']} GiB of {devices.get('accelerator')}")
     if devices.get("kind") == "cpu":
-        warn("cpu-estimates", "CPU run: memory is host RAM and no throughput is estimated; "
-                              "CPU numbers say nothing about GPU runs")
+        warn("cpu-estimates", "CPU run: memory is what the trainer process holds in host RAM (RSS) and speed "
+                              "is this CPU's measured rate, both calibrated on one 2-core machine with the embedded "
+                              "default; CPU numbers say nothing about GPU runs")
     if devices.get("kind") == "trainium":
         warn("trainium-uncalibrated", "Trainium throughput is a first-principles guess (no measurement yet)")
     if time.get("total_s") is None and devices.get("kind") != "cpu":

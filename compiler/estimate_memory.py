@@ -42,6 +42,12 @@ LOGIT_BYTES = 11.5
 # Fraction of the largest per-layer transient (fp32 norm copies, MLP intermediates being built) in
 # flight on top of what is saved.
 TRANSIENT_LAYER_FRACTION = 1.0
+# CPU runs are held to what the trainer process keeps resident in host RAM (RSS), measured with the
+# embedded default on the 2-core Xeon (compiler/estimate_speed.py): the Python process with torch,
+# transformers, TRL and the data before the weights load; and what glibc's allocator keeps mapped
+# beyond a step's own peak (freed activation and logit blocks it reuses), as a share of that peak.
+CPU_PROCESS_BYTES = int(0.55 * GIB)
+CPU_RSS_SLACK = 0.84
 # Verdict bands over the device's memory.
 TIGHT_FRACTION = 0.90
 
@@ -364,6 +370,10 @@ def estimate_memory(plan: dict) -> dict:
         activation_peak = activations + tokens * layer["transient"] / tp + dequant_buffer + logits
 
     dequant_at_peak = dequant_buffer if not checkpointing or one_layer > logits else 0.0
+    on_cpu = devices.get("kind") == "cpu"
+    if on_cpu and precision == "fp32":
+        # No bf16 autocast on such a CPU: each saved activation is fp32, twice what is counted above.
+        activation_peak += activation_peak - logits
 
     # --- peak ------------------------------------------------------------------------------------
     static = weight_on_device + adapters + states + ddp_buckets
@@ -373,10 +383,11 @@ def estimate_memory(plan: dict) -> dict:
     train_peak = static + gathered + max(activation_peak, grads)
     step_peak = static + grads + step_transient
     allocated = max(train_peak, step_peak)
-    slack = ALLOCATOR_SLACK["checkpointing" if checkpointing else "no_checkpointing"]
+    slack = CPU_RSS_SLACK if on_cpu else ALLOCATOR_SLACK["checkpointing" if checkpointing else "no_checkpointing"]
     reserved = allocated + min(ALLOCATOR_SLACK_CAP, slack * max(0.0, allocated - weight_on_device - adapters))
     context = CUDA_CONTEXT_BYTES if devices.get("kind") == "cuda" else 0
-    total = reserved + context
+    process = CPU_PROCESS_BYTES if on_cpu else 0
+    total = reserved + context + process
 
     capacity_gib = devices.get("memory_gib")
     capacity = capacity_gib * GIB if capacity_gib else None
@@ -403,6 +414,7 @@ def estimate_memory(plan: dict) -> dict:
         "logits_and_loss": logits if not checkpointing or logits >= one_layer else 0,
         "allocator_slack": reserved - allocated,
         "cuda_context": context,
+        **({"cpu_process": process} if on_cpu else {}),
     }
     return {
         "breakdown_bytes": {k: int(v) for k, v in breakdown.items()},

@@ -6,14 +6,14 @@ from typing import Optional
 
 from . import data
 from .evaluate_mr import score
-from .generate import BaseAndTuned, read_run_plan
+from .generate import GENERATING, LOADING_MODELS, BaseAndTuned, Report, no_report, read_run_plan
 from .run_layout import EVALUATION
 
 EXAMPLES_KEPT = 5
 
 
 def evaluate(run_dir: Path, data_path: Optional[str] = None, limit: Optional[int] = None,
-             max_new_tokens: int = 128, batch_size: int = 8) -> dict:
+             max_new_tokens: int = 128, batch_size: int = 8, report: Report = no_report) -> dict:
     """Scores of the base and the tuned model of a run on `data_path` (default: the plan's eval source)."""
     run_dir = Path(run_dir)
     plan = read_run_plan(run_dir)
@@ -25,11 +25,13 @@ def evaluate(run_dir: Path, data_path: Optional[str] = None, limit: Optional[int
     data_plan = dict(plan["data"], completion_only_loss=True)
     if data_plan["format"]["type"] == "text":
         raise ValueError("text data has no completions to score")
+    report(LOADING_MODELS, 0, None)
     models = BaseAndTuned(plan, run_dir)
     rows = [data.prompt_and_reference(example, models.tokenizer) for example in data.examples(data_plan, source)]
     prompts = [prompt for prompt, _ in rows]
     references = [reference for _, reference in rows]
-    base, tuned = models.answers(prompts, max_new_tokens, batch_size)
+    base, tuned = models.answers(prompts, max_new_tokens, batch_size,
+                                 on_batch=lambda done, total: report(GENERATING, done, total))
     return {
         "data": source["path"],
         "base": score(base, references),

@@ -1,11 +1,14 @@
-"""The local backend: run the plan's trainer on this machine, follow it with a progress bar, report.
+"""The local backend: run the plan's trainer on this machine, follow it with progress bars, report.
 
 apply_local(plan, run_dir, console) → exit code. The trainer runs in a child process (torchrun for
-several GPUs) with its output in RUN/console.log; the bar reads RUN/progress.jsonl. Applying again
-resumes an interrupted run from its last complete checkpoint, and only reports a finished one.
+several GPUs) in a process group of its own, its output in RUN/console.log, its pid in
+RUN/trainer.json; the bars read RUN/progress.jsonl. Applying again resumes an interrupted run from
+its last complete checkpoint, and only reports a finished one. `status_local` reads the same files
+(live or not), `cancel_local` stops the trainer's process group.
 Light: no torch here, the CLI imports this module.
 """
 import ctypes
+import importlib.util
 import json
 import os
 import signal
@@ -15,19 +18,23 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
 from rich.markup import escape
 from rich.table import Table
 
+from ..compiler.host import detect_host
 from ..compiler.plan import canonical_json
+from .errors import MissingExtra, RunNotReady
 from .kernels import missing_kernels
 from .progress import read_events
-from .run_layout import (CONSOLE_LOG, PLAN, PROGRESS, SAMPLES, checkpoint_step, finished_metrics,
-                         last_complete_checkpoint)
+from .progress_state import RunState, clock, planned_step_seconds
+from .progress_view import ProgressView, _fmt
+from .run_layout import (ADAPTER, CONSOLE_LOG, FULL_MODEL, PLAN, PROGRESS, SAMPLES, TRAINER_PROCESS,
+                         checkpoint_step, finished_metrics, last_complete_checkpoint)
 
 POLL_SECONDS = 0.5
 LOG_TAIL_LINES = 25
+CANCEL_GRACE_SECONDS = 30
+TRAINER_MODULES = ("torch", "transformers", "accelerate", "peft", "trl", "datasets", "matplotlib")
 
 
 def trainer_command(plan: dict, plan_path: Path, run_dir: Path) -> list:
@@ -57,10 +64,44 @@ def _die_with_parent() -> None:
 
 
 def start_trainer(command: list, log, env: Optional[dict] = None) -> subprocess.Popen:
-    """The trainer process, its output into `log` (an open binary file)."""
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+    """The trainer process, its output into `log` (an open binary file), in a process group of its own
+    (what `cancel` stops; Ctrl-C reaches it through apply)."""
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
                             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
+
+# ---- the trainer process of a run folder ----------------------------------------------------------
+
+def _record_trainer(run_dir: Path, process: subprocess.Popen) -> None:
+    record = {"pid": process.pid, "process_group": process.pid, "apply_pid": os.getpid(), "started": time.time()}
+    (run_dir / TRAINER_PROCESS).write_text(json.dumps(record) + "\n")
+
+
+def live_trainer(run_dir: Path) -> Optional[dict]:
+    """The record of the trainer training in run_dir now, or None (never started, ended, or killed)."""
+    try:
+        record = json.loads((run_dir / TRAINER_PROCESS).read_text())
+        os.kill(record["pid"], 0)
+    except (OSError, ValueError, KeyError):
+        return None
+    proc = Path(f"/proc/{record['pid']}")
+    if proc.is_dir():
+        # The pid may have been reused since, or belong to a trainer that exited but was not reaped.
+        state = (proc / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        if state == "Z" or b"tunespec.runtime." not in (proc / "cmdline").read_bytes():
+            return None
+    return record
+
+
+def run_state(run_dir: Path) -> RunState:
+    """The state of the run's latest session, from its progress events."""
+    state = RunState()
+    for event in read_events(run_dir / PROGRESS)[0]:
+        state.update(event)
+    return state
+
+
+# ---- checks before training ------------------------------------------------------------------------
 
 def _saved_plan_conflict(run_dir: Path, plan: dict) -> Optional[str]:
     saved = run_dir / PLAN
@@ -73,9 +114,26 @@ def _saved_plan_conflict(run_dir: Path, plan: dict) -> Optional[str]:
             "give another --run-dir, or delete the folder to start over")
 
 
-def _fmt(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+def _precision_refusal(plan: dict) -> Optional[str]:
+    """Why this machine should not train the plan's precision, or None."""
+    if plan["devices"]["kind"] != "cpu" or not plan["trainer"].get("bf16"):
+        return None
+    host = detect_host()
+    if host.native_bf16 or plan["precision"]["allow_emulated_bf16"]:
+        return None
+    return (f"this plan trains in bf16, which this CPU ({host.capability}) only emulates, many times slower "
+            "than fp32. Use `training.precision: auto` (fp32 here) or `fp32`, and plan again; or set "
+            "`training.allow_emulated_bf16: true` to insist")
 
+
+def require_training_packages() -> None:
+    """The training stack is an extra: say which one when it is missing, before starting a trainer."""
+    for module in TRAINER_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtra(module, "training on this machine")
+
+
+# ---- reports ---------------------------------------------------------------------------------------
 
 def print_report(console, run_dir: Path, metrics: dict) -> None:
     table = Table(title=f"Run {run_dir}", show_header=False, title_justify="left")
@@ -122,6 +180,8 @@ def _print_failure(console, plan: dict, run_dir: Path, code: int, error: Optiona
     elif code < 0 and -code == signal.SIGKILL:
         console.print(f"[red]The trainer was killed (SIGKILL)[/], often by the kernel for lack of memory."
                       f"{_memory_estimate(plan)}\n{_log_tail(run_dir)}", highlight=False)
+    elif code < 0 and -code == signal.SIGTERM:
+        console.print("[yellow]The trainer was stopped (SIGTERM, e.g. by `tunespec cancel`).[/]")
     else:
         console.print(f"[red]The trainer failed (exit code {code})[/]; the end of {run_dir / CONSOLE_LOG}:\n"
                       f"{_log_tail(run_dir)}", highlight=False)
@@ -130,39 +190,40 @@ def _print_failure(console, plan: dict, run_dir: Path, code: int, error: Optiona
         console.print(f"Apply again to resume from {checkpoint.name}.")
 
 
-def _follow(process: subprocess.Popen, run_dir: Path, console) -> Optional[dict]:
-    """Show the trainer's progress until it exits; returns its error event, if it wrote one."""
-    offset, error = 0, None
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, console=console) as bar:
-        task = bar.add_task("starting the trainer", total=None, loss="-", speed="-")
+# ---- apply -----------------------------------------------------------------------------------------
+
+def _follow(process: subprocess.Popen, plan: dict, run_dir: Path, console) -> RunState:
+    """Show the trainer's progress until it exits; returns the state its events left."""
+    offset, state = 0, RunState()
+    planned = planned_step_seconds(plan)
+    with ProgressView(console) as view:
+        view.begin("starting the trainer")
         while True:
             exited = process.poll() is not None
             events, offset = read_events(run_dir / PROGRESS, offset)
             for event in events:
-                kind = event["event"]
-                if kind == "phase":
-                    bar.update(task, description=event["name"])
-                elif kind == "start":
-                    bar.reset(task, total=event["total_steps"], completed=event["resumed_from_step"],
-                              description="training")
-                    if event["resumed_from_step"]:
-                        bar.console.print(f"Resuming from step {event['resumed_from_step']}")
-                elif kind == "step":
-                    bar.update(task, completed=event["step"], description="training",
-                               speed=_fmt(event["tokens_per_s"], 4))
-                elif kind == "loss":
-                    bar.update(task, loss=_fmt(event["loss"]))
-                elif kind == "eval":
-                    bar.console.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
-                    bar.update(task, description="training")
-                elif kind == "error":
-                    error = event
+                state.update(event)
+                if event["event"] == "eval":
+                    view.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
+            view.show_run(state, planned)
             if exited:
-                return error
+                if state.ended:
+                    view.finish_all()
+                return state
             time.sleep(POLL_SECONDS)
+
+
+def _signal_group(group: int, signum: int) -> None:
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        pass  # it ended meanwhile
+
+
+def _interrupt(process: subprocess.Popen) -> None:
+    # The trainer has a process group of its own: Ctrl-C reaches it from here.
+    _signal_group(process.pid, signal.SIGINT)
+    process.wait()
 
 
 def apply_local(plan: dict, run_dir: Path, console) -> int:
@@ -177,6 +238,15 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
         console.print(f"{run_dir} holds a finished run of this plan; delete it to train again.")
         print_report(console, run_dir, finished)
         return 0
+    running = live_trainer(run_dir)
+    if running:
+        raise RunNotReady(f"a trainer (pid {running['pid']}) is already training in {run_dir}: "
+                          f"`tunespec status --run-dir {run_dir}` shows it, `tunespec cancel --run-dir {run_dir}` stops it")
+    refusal = _precision_refusal(plan)
+    if refusal:
+        console.print(f"[red]error:[/] {refusal}")
+        return 2
+    require_training_packages()
     missing = missing_kernels(plan)
     if missing:
         console.print("\n".join(f"[red]error:[/] {escape(message)}" for message in missing))
@@ -191,17 +261,17 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
     plan_path.write_text(canonical_json(plan))
     checkpoint = last_complete_checkpoint(run_dir)
     if checkpoint:
-        console.print(f"Resuming the interrupted run in {run_dir} from step {checkpoint_step(checkpoint)}")
+        console.print(f"Resuming from step {checkpoint_step(checkpoint)} ({run_dir / 'checkpoints' / checkpoint.name})")
     console.print(f"Training in {run_dir} (log: {run_dir / CONSOLE_LOG})")
     # The trainer's own events tell this session's story: older ones belong to earlier sessions.
     (run_dir / PROGRESS).unlink(missing_ok=True)
     with (run_dir / CONSOLE_LOG).open("ab") as log:
         process = start_trainer(command, log, _trainer_environment(plan))
+        _record_trainer(run_dir, process)
         try:
-            error = _follow(process, run_dir, console)
+            state = _follow(process, plan, run_dir, console)
         except KeyboardInterrupt:
-            # Ctrl-C reached the trainer too (same process group): let it stop, then say how to go on.
-            process.wait()
+            _interrupt(process)
             done = last_complete_checkpoint(run_dir)
             console.print("Interrupted." + (f" Apply again to resume from {done.name}." if done else ""))
             return 130
@@ -210,27 +280,94 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
     if code == 0 and metrics:
         print_report(console, run_dir, metrics)
         return 0
-    _print_failure(console, plan, run_dir, code, error)
+    _print_failure(console, plan, run_dir, code, state.error)
     return code if code > 0 else 1
 
 
+# ---- status and cancel -------------------------------------------------------------------------------
+
+def _require_run(run_dir: Path) -> None:
+    if not (run_dir / PLAN).is_file():
+        raise RunNotReady(f"no run in {run_dir}: `tunespec apply` starts one"
+                          + ("" if run_dir.is_dir() else " (the folder does not exist)"))
+
+
+def _state_lines(run_dir: Path, plan: dict, state: RunState, live: Optional[dict]) -> list:
+    if live:
+        headline = f"{run_dir}: running (pid {live['pid']}), {state.phase or 'starting the trainer'}"
+    elif state.error:
+        headline = f"{run_dir}: failed ({state.error['kind']} error: {state.error['message']})"
+    else:
+        headline = f"{run_dir}: interrupted (no trainer running)"
+    lines = [headline]
+    if state.total_steps is not None:
+        loss = f", loss {_fmt(state.loss)}" if state.loss is not None else ""
+        lines.append(f"  step {state.step} of {state.total_steps}{loss}"
+                     + (f", {_fmt(state.tokens_per_s)} tok/s" if state.tokens_per_s else ""))
+    if state.eval_loss is not None:
+        lines.append(f"  eval loss {_fmt(state.eval_loss)} at step {state.eval_loss_step}")
+    if live:
+        seconds, source = state.eta(planned_step_seconds(plan))
+        started = live.get("started") or state.training_started or time.time()
+        lines.append(f"  elapsed {clock(time.time() - started)}, ETA {clock(seconds)}"
+                     + (f" ({source})" if source else ""))
+    checkpoint = last_complete_checkpoint(run_dir)
+    if checkpoint:
+        lines.append(f"  last complete checkpoint: {checkpoint.name}")
+    if not live:
+        lines.append("  `tunespec apply` again resumes it" + (f" from {checkpoint.name}" if checkpoint else
+                                                                 " (from the start: no checkpoint yet)"))
+    return lines
+
+
+def finished_run_plan(run_dir: Path) -> dict:
+    """The plan of a run that has trained to the end (its adapter or model saved and no trainer at work),
+    or RunNotReady saying what the run folder holds instead."""
+    run_dir = Path(run_dir)
+    _require_run(run_dir)
+    live, state = live_trainer(run_dir), run_state(run_dir)
+    where = f"at step {state.step} of {state.total_steps}" if state.total_steps else "before its first step"
+    if live:
+        raise RunNotReady(f"{run_dir} is still training (pid {live['pid']}, {state.phase or 'starting'}, {where}): "
+                          f"wait for it to finish (`tunespec status --run-dir {run_dir}`)")
+    if not (finished_metrics(run_dir) or (run_dir / ADAPTER / "adapter_config.json").is_file()
+            or (run_dir / FULL_MODEL / "config.json").is_file()):
+        raise RunNotReady(f"{run_dir} holds an unfinished run (stopped {where}): `tunespec apply` finishes it "
+                          f"(`tunespec apply {run_dir}`)")
+    return json.loads((run_dir / PLAN).read_text())
+
+
 def status_local(plan: dict, console, run_dir: Optional[Path] = None) -> int:
-    """Report a local run: finished (with its metrics), in progress or interrupted, or not started."""
-    run_dir = run_dir or Path(plan["backend"]["run_dir"])
+    """Report a local run: finished (its metrics), running (phase, step, loss, ETA), interrupted or failed."""
+    run_dir = Path(run_dir or plan["backend"]["run_dir"])
     metrics = finished_metrics(run_dir)
     if metrics:
         print_report(console, run_dir, metrics)
         return 0
-    checkpoint = last_complete_checkpoint(run_dir)
-    if checkpoint:
-        console.print(f"{run_dir}: not finished; last complete checkpoint {checkpoint.name} "
-                      "(`tunespec apply` again resumes from it)")
-        return 0
-    console.print(f"{run_dir}: no run yet")
+    _require_run(run_dir)
+    for line in _state_lines(run_dir, plan, run_state(run_dir), live_trainer(run_dir)):
+        console.print(line, highlight=False, markup=False)
     return 0
 
 
 def cancel_local(plan: dict, console, run_dir: Optional[Path] = None) -> int:
-    console.print("A local run stops with Ctrl-C in the terminal that runs it (or by ending its process); "
-                  "`tunespec apply` later resumes from the last checkpoint.")
+    """Stop the run's trainer (its whole process group) and wait until it is gone."""
+    run_dir = Path(run_dir or plan["backend"]["run_dir"])
+    _require_run(run_dir)
+    live = live_trainer(run_dir)
+    if not live:
+        state = "finished" if finished_metrics(run_dir) else "not running"
+        console.print(f"{run_dir}: {state}; nothing to stop")
+        return 0
+    _signal_group(live["process_group"], signal.SIGTERM)
+    deadline = time.time() + CANCEL_GRACE_SECONDS
+    while live_trainer(run_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    if live_trainer(run_dir):
+        _signal_group(live["process_group"], signal.SIGKILL)
+    state = run_state(run_dir)
+    checkpoint = last_complete_checkpoint(run_dir)
+    console.print(f"Stopped the trainer (pid {live['pid']}) in {run_dir} at step {state.step}"
+                  + (f" of {state.total_steps}" if state.total_steps else "") + "; `tunespec apply` resumes it"
+                  + (f" from {checkpoint.name}" if checkpoint else " from the start (no checkpoint yet)"))
     return 0

@@ -7,9 +7,11 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from typing import Optional
 
 from . import model_loading
 from .generate import BaseAndTuned, compare
+from .progress import GENERATING_SAMPLES, MERGING, ProgressWriter
 from .run_layout import ADAPTER, MERGED, SAMPLES
 
 logger = logging.getLogger("tunespec.train")
@@ -37,16 +39,19 @@ def answer_samples(plan: dict, run_dir: Path) -> list:
     return samples
 
 
-def finish_outputs(plan: dict, run_dir: Path) -> dict:
+def finish_outputs(plan: dict, run_dir: Path, progress: Optional[ProgressWriter] = None) -> dict:
     """Write what `outputs` asks for beyond the adapter; returns {name: path relative to the run}."""
+    progress = progress or ProgressWriter(run_dir, enabled=False)
     written = {}
     outputs = plan.get("outputs") or {}
     has_adapter = (run_dir / ADAPTER / "adapter_config.json").is_file()
     if outputs.get("merged_model") and has_adapter:
         logger.info("merging the adapter into the base model")
+        progress.emit("phase", name=MERGING)
         written["merged"] = merge_adapter(plan, run_dir).name
     if outputs.get("sample_prompts"):
         logger.info("answering %d sample prompts with the base and the tuned model", len(outputs["sample_prompts"]))
+        progress.emit("phase", name=GENERATING_SAMPLES)
         for sample in answer_samples(plan, run_dir):
             logger.info("prompt: %s\n  base:  %s\n  tuned: %s", sample["prompt"], sample["base"], sample["tuned"])
         written["samples"] = SAMPLES

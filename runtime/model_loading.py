@@ -9,13 +9,14 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..package_files import PackageFileError, is_package_uri, package_file
+from .progress import CONVERTING
 
 logger = logging.getLogger("tunespec.train")
 
@@ -84,14 +85,17 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         shutil.rmtree(staging)
 
 
-def model_path(model_plan: dict) -> str:
-    """A hub id or local folder that from_pretrained can load (GGUF files converted and cached)."""
+def model_path(model_plan: dict, on_convert: Optional[Callable[[str], None]] = None) -> str:
+    """A hub id or local folder that from_pretrained can load (GGUF files converted and cached).
+    `on_convert(phase)` is told before a conversion starts: it takes a while, once."""
     source = _local_source(model_plan)
     if not source.endswith(".gguf"):
         return source
     gguf = Path(source)
     cached = _gguf_cache_dir(gguf)
     if not (cached / "config.json").is_file():
+        if on_convert:
+            on_convert(CONVERTING)
         _convert_gguf(gguf, cached)
     return str(cached)
 

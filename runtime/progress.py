@@ -1,19 +1,28 @@
 """Progress events: the trainer appends JSON lines to RUN/progress.jsonl, backends read them back.
 
 Events (each a JSON object with "event" and "time"):
-  phase   {name}                  (what the trainer does before and after the steps)
-  start   {total_steps, resumed_from_step}
-  step    {step, total_steps, tokens_per_s, elapsed_s}
-  loss    {step, loss}
-  eval    {step, eval_loss}
-  end     {step, final_eval_loss}
-  error   {kind: oom|data|model|config, message, ...}
-Light: stdlib only, so the CLI can follow a run without importing torch.
+  phase          {name}           (what the trainer does before and after the steps: PHASES)
+  start          {total_steps, resumed_from_step}
+  eval_progress  {step, done, total}   (batches of an evaluation; total None until known)
+  step           {step, total_steps, tokens_per_s, step_s (recent mean), elapsed_s}
+  loss           {step, loss}
+  eval           {step, eval_loss}
+  end            {step, final_eval_loss}
+  error          {kind: oom|data|model|config, message, ...}
+runtime/progress_state.py folds them into what a run is doing now. Light: stdlib only, so the CLI can
+follow a run without importing torch.
 """
 import json
 import time
 from pathlib import Path
 from typing import List, Tuple
+
+
+# The phases outside the steps and evaluations, in the order a run goes through them.
+LOADING, CONVERTING, READING_DATA = "loading the model", "converting the model (once)", "reading the data"
+SAVING, MERGING, GENERATING_SAMPLES, WRITING = "saving the adapter", "merging the adapter", "generating samples", "writing the outputs"
+# The phases the steps and evaluations put a run in.
+TRAINING, EVALUATING = "training", "evaluating"
 
 
 class ProgressWriter:

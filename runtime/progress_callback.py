@@ -16,11 +16,23 @@ class ProgressCallback(TrainerCallback):
         self._step_started = 0.0
         self._tokens_before = 0
         self._recent = []        # (seconds, tokens) of the last steps, for a steady tokens/s
+        self._eval_batches = 0   # batches of the evaluation under way
         self._started = time.time()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.resumed_from_step = state.global_step
         self.writer.emit("start", total_steps=state.max_steps, resumed_from_step=state.global_step)
+        if args.eval_on_start:
+            # The evaluation before the first step reports its batches only as they finish.
+            self.writer.emit("eval_progress", step=state.global_step, done=0, total=None)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        self._eval_batches += 1
+        total = len(eval_dataloader) if eval_dataloader is not None and hasattr(eval_dataloader, "__len__") else None
+        self.writer.emit("eval_progress", step=state.global_step, done=self._eval_batches, total=total)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self._eval_batches = 0
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._step_started = time.time()
@@ -36,6 +48,7 @@ class ProgressCallback(TrainerCallback):
         self.writer.emit("step", step=state.global_step, total_steps=state.max_steps,
                          tokens_per_s=round(sum(t for _, t in self._recent) / recent_seconds, 1)
                          if recent_seconds else None,
+                         step_s=round(recent_seconds / len(self._recent), 3),
                          elapsed_s=round(time.time() - self._started, 1))
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -15,6 +15,7 @@ TRAIN_LOG = "train.log"      # the trainer's own log
 CONSOLE_LOG = "console.log"  # everything the trainer process printed (local backend)
 PROGRESS = "progress.jsonl"  # events for progress bars (runtime/progress.py)
 SAMPLES = "samples.json"     # outputs.sample_prompts answered by the base and the tuned model
+TRAINER_PROCESS = "trainer.json"  # the local trainer's pid and process group, for status and cancel
 EVALUATION = "evaluation.json"  # runtime/evaluate.py: base against tuned on a data file
 TENSORBOARD = "tensorboard"
 
@@ -59,3 +60,9 @@ def finished_metrics(run_dir: Path) -> Optional[dict]:
     """metrics.json of a run that trained to the end (the trainer writes it last), or None."""
     metrics = read_metrics(run_dir)
     return metrics if metrics and metrics.get("completed") else None
+
+
+def is_run_dir(folder: Path) -> bool:
+    """A folder a run trained in (its plan.json beside the run's files), not a `tunespec plan` folder."""
+    return (folder / PLAN).is_file() and any((folder / name).exists()
+                                             for name in (CONSOLE_LOG, TRAIN_LOG, PROGRESS, CHECKPOINTS, METRICS))

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from .progress import ProgressWriter
+from .progress import LOADING, READING_DATA, SAVING, WRITING, ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
 from .kernels import missing_kernels
@@ -124,12 +124,12 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
         raise PlanError("; ".join(missing))
     if _uses_smp(plan):
         smp.start(plan)  # SMP's process group and init come before the Trainer's own distributed setup
-    progress.emit("phase", name="loading the model")
-    path = model_loading.model_path(plan["model"])
+    progress.emit("phase", name=LOADING)
+    path = model_loading.model_path(plan["model"], on_convert=lambda phase: progress.emit("phase", name=phase))
     tokenizer = model_loading.load_tokenizer(path, plan["model"])
     if plan["data"]["format"]["type"] == "chat" and not tokenizer.chat_template:
         raise PlanError("data.format chat needs a tokenizer with a chat template; this model's has none")
-    progress.emit("phase", name="reading the data")
+    progress.emit("phase", name=READING_DATA)
     train_set, eval_set = build_datasets(plan, tokenizer)
     logger.info("data: %d train examples, %d eval examples", len(train_set), len(eval_set) if eval_set else 0)
 
@@ -153,6 +153,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     output = run_dir / (FULL_MODEL if plan["method"]["type"] == "full" else ADAPTER)
     if trainer.is_fsdp_enabled:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    progress.emit("phase", name=SAVING)
     trainer.save_model(str(output))
     trainer.accelerator.wait_for_everyone()
     metrics_inputs = dict(log_history=list(state.log_history), global_step=state.global_step,
@@ -167,9 +168,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     if not is_main_process():
         return
     tokenizer.save_pretrained(str(output))
-    progress.emit("phase", name="writing the outputs")
+    progress.emit("phase", name=WRITING)
     outputs = {"model" if plan["method"]["type"] == "full" else "adapter": output.name,
-               **finish_outputs(plan, run_dir), "loss_plot": LOSS_PLOT, "train_log": TRAIN_LOG}
+               **finish_outputs(plan, run_dir, progress), "loss_plot": LOSS_PLOT, "train_log": TRAIN_LOG}
     if (run_dir / TENSORBOARD).is_dir():
         outputs["tensorboard"] = TENSORBOARD
     metrics = build_metrics(**metrics_inputs, duration_s=time.time() - started, outputs=outputs)

@@ -22,8 +22,8 @@ class TrainingSpec(SpecModel):
     adam_beta1: float = Field(0.9, gt=0, lt=1)
     adam_beta2: float = Field(0.999, gt=0, lt=1)
     precision: Literal["auto", "bf16", "fp16", "fp32", "fp8"] = Field(
-        "auto", description="`auto`: bf16 where the device computes it natively (CUDA GPUs with bf16, Trainium, "
-                            "CPUs with AVX512-BF16/AMX), fp16 on older GPUs, fp32 on other CPUs.")
+        "auto", description="`auto`: bf16 where the device computes it natively and fast (CUDA GPUs with bf16, "
+                            "Trainium, CPUs with AMX), fp16 on older GPUs, fp32 on other CPUs.")
     allow_emulated_bf16: bool = Field(
         False, description="Keep `precision: bf16` on a CPU that only emulates it (many times slower than fp32); "
                            "without it `tunespec apply` refuses such a plan.")

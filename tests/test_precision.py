@@ -11,6 +11,7 @@ from .conftest import REPO
 DEFAULT = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
 AVX2 = Host(cores=2, capability="avx2", native_bf16=False, memory_gib=16.0, cpu_model="x86 AVX2")
 AMX = Host(cores=8, capability="amx", native_bf16=True, memory_gib=64.0, cpu_model="x86 AMX")
+AVX512_BF16 = Host(cores=2, capability="avx512_bf16", native_bf16=True, memory_gib=24.0, cpu_model="x86 AVX512-BF16")
 
 
 def plan_of(tmp_path, host: Host, training: str = "", backend: str = "{type: local, device: cpu}") -> dict:
@@ -20,8 +21,8 @@ def plan_of(tmp_path, host: Host, training: str = "", backend: str = "{type: loc
     return build_plan(load_spec(spec), cwd=tmp_path, host=host)
 
 
-@pytest.mark.parametrize("host, trains_in", [(AVX2, "fp32"), (AMX, "bf16")])
-def test_auto_is_bf16_only_on_a_cpu_that_computes_it(tmp_path, host, trains_in):
+@pytest.mark.parametrize("host, trains_in", [(AVX2, "fp32"), (AVX512_BF16, "fp32"), (AMX, "bf16")])
+def test_auto_is_bf16_only_on_a_cpu_that_computes_it_faster(tmp_path, host, trains_in):
     plan = plan_of(tmp_path, host)
     assert plan["precision"]["requested"] == "auto" and plan["precision"]["resolved"] == trains_in
     assert plan["trainer"]["bf16"] is (trains_in == "bf16")
@@ -47,3 +48,9 @@ def test_auto_on_gpus_follows_their_bf16_support(tmp_path, gpu, trains_in):
     plan = plan_of(tmp_path, AVX2, backend=f"{{type: local, device: cuda, hardware: {gpu}}}")
     assert plan["precision"]["resolved"] == trains_in
     assert (plan["trainer"]["bf16"], plan["trainer"]["fp16"]) == (trains_in == "bf16", trains_in == "fp16")
+
+
+def test_explicit_bf16_where_it_is_native_but_slower_is_kept_without_warning(tmp_path):
+    plan = plan_of(tmp_path, AVX512_BF16, "  precision: bf16")
+    assert plan["precision"]["resolved"] == "bf16"
+    assert not [w for w in plan["warnings"] if w["code"] == "bf16-emulated-on-cpu"]

@@ -1,15 +1,15 @@
-"""`tunespec apply [SPEC | PLAN_DIR]`: run a plan on its backend (the embedded default with no argument)."""
-from pathlib import Path
-
+"""`tunespec apply [SPEC | PLAN_DIR | RUN_DIR]`: run a plan on its backend (the embedded default with no argument)."""
 from . import exit_codes
 from .console import out
 from .lock import refuse_drift
-from .plan_source import DEFAULT_SPEC, load_plan_argument
+from .plan_source import (DEFAULT_SPEC, CommandLineError, load_target, refuse_run_dir_off_local,
+                          rendered_plan_folder)
 
 
 def add_parser(subparsers) -> None:
-    parser = subparsers.add_parser("apply", help="run a spec or a saved plan folder on its backend")
-    parser.add_argument("target", nargs="?", help=f"spec file or plan folder (default: the embedded {DEFAULT_SPEC})")
+    parser = subparsers.add_parser("apply", help="run a spec, a saved plan folder or a local run folder on its backend")
+    parser.add_argument("target", nargs="?",
+                        help=f"spec file, plan folder or run folder (default: the embedded {DEFAULT_SPEC})")
     parser.add_argument("--run-dir", help="local backend: folder of the run (default from the plan)")
     parser.add_argument("--replace", action="store_true",
                         help="SageMaker: stop the running job of another plan of this spec, then launch "
@@ -21,18 +21,24 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    plan, plan_dir = load_plan_argument(args.target)
+    target = load_target(args.target, args.run_dir)
+    refuse_run_dir_off_local(target, "apply")
+    plan = target.plan
     refuse_drift(plan, args.target)
     backend = plan["backend"]["type"]
+    if (args.replace or args.retry) and backend != "sagemaker":
+        raise CommandLineError(f"--replace and --retry act on SageMaker jobs; this plan runs on {backend}")
     out.print(f"Applying plan [bold]{plan['spec']['name']}[/] (spec {plan['spec']['hash'][:12]}) on {backend}")
     if backend == "local":
         from ..runtime.local import apply_local
 
-        return apply_local(plan, Path(args.run_dir or plan["backend"]["run_dir"]), out)
+        return apply_local(plan, target.run_dir or plan["backend"]["run_dir"], out)
     if backend == "sagemaker":
         from ..runtime.sagemaker import apply_sagemaker
 
-        return apply_sagemaker(plan, plan_dir, out, replace=args.replace, retry=args.retry)
+        with rendered_plan_folder(target) as plan_dir:
+            return apply_sagemaker(plan, plan_dir, out, replace=args.replace, retry=args.retry)
     from ..runtime.slurm import apply_slurm
 
-    return apply_slurm(plan, plan_dir, out)
+    with rendered_plan_folder(target) as plan_dir:
+        return apply_slurm(plan, plan_dir, out)

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .console import out
+from .console import err, out
+from .run_progress import reporting
 
 
 def add_parser(subparsers) -> None:
@@ -15,9 +16,13 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..runtime.local import finished_run_plan
+
+    finished_run_plan(args.run_dir)  # before the models load: a run that is not done says so now
     from ..runtime.evaluate import evaluate, write_evaluation
 
-    result = evaluate(args.run_dir, data_path=args.data, limit=args.limit)
+    with reporting(err) as report:
+        result = evaluate(args.run_dir, data_path=args.data, limit=args.limit, report=report)
     table = Table(title=f"evaluation on {result['data']}", title_justify="left")
     metrics = [key for key, value in result["base"].items() if isinstance(value, float)]
     table.add_column("model")

@@ -3,7 +3,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from .console import out
+from .console import err, out
+from .run_progress import reporting
 
 
 def add_parser(subparsers) -> None:
@@ -15,12 +16,17 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
+    from ..runtime.local import finished_run_plan
+
+    plan = finished_run_plan(args.run_dir)  # before the models load: a run that is not done says so now
     from ..runtime.generate import generate
 
+    with reporting(err) as report:
+        answers = generate(args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens, plan=plan, report=report)
     table = Table(show_lines=True)
     for column in ("prompt", "base model", "fine-tuned"):
         table.add_column(column, overflow="fold")
-    for prompt, base, tuned in generate(args.run_dir, args.prompt, max_new_tokens=args.max_new_tokens):
+    for prompt, base, tuned in answers:
         table.add_row(prompt, base, tuned)
     out.print(table)
     return 0

@@ -5,8 +5,9 @@ from typing import List, Optional
 
 from ..compiler.errors import SpecError
 from ..compiler.lock import LockDrift
-from ..runtime.errors import BackendError
+from ..runtime.errors import BackendError, MissingExtra, missing_extra
 from . import apply, diff, evaluate, exit_codes, generate, lock, plan, probe, schema, status, validate
+from .plan_source import CommandLineError
 
 # Each verb module has `add_parser(subparsers)` and `run(args) -> int`.
 VERBS = [validate, plan, diff, lock, schema, apply, status, probe, generate, evaluate]
@@ -23,6 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_missing(error: MissingExtra) -> int:
+    print(f"error: {error}", file=sys.stderr)
+    return exit_codes.MISSING_EXTRA
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -35,9 +41,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     except LockDrift as error:
         print(f"error: {error}", file=sys.stderr)
         return exit_codes.LOCK_DRIFT
+    except CommandLineError as error:
+        print(f"tunespec {args.verb}: error: {error}", file=sys.stderr)
+        return 2  # as argparse's own usage errors
     except BackendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as error:
+        # An optional dependency (an extra) is missing: say which install brings it.
+        missing = missing_extra(error, f"`tunespec {args.verb}`")
+        if missing is None:
+            raise
+        return _report_missing(missing)
+    except MissingExtra as error:
+        return _report_missing(error)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
