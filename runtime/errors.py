@@ -22,13 +22,14 @@ EXTRAS = {
 class MissingExtra(Exception):
     """An optional dependency is not installed; the message names the pip command that installs it."""
 
-    def __init__(self, module: str, needed_for: str):
+    @classmethod
+    def module(cls, module: str, needed_for: str) -> "MissingExtra":
         extra = EXTRAS[module]
-        super().__init__(f"{needed_for} needs `{module}`, which is not installed here; it comes with "
-                         f"tunespec's [{extra}] extra: pip install 'tunespec[{extra}]'")
+        return cls(f"{needed_for} needs `{module}`, which is not installed here; it comes with "
+                   f"tunespec's [{extra}] extra: pip install 'tunespec[{extra}]'")
 
 
 def missing_extra(error: ModuleNotFoundError, needed_for: str) -> Optional[MissingExtra]:
     """The MissingExtra an import error means, or None for a module no extra provides (a real bug)."""
     module = (error.name or "").split(".")[0]
-    return MissingExtra(module, needed_for) if module in EXTRAS else None
+    return MissingExtra.module(module, needed_for) if module in EXTRAS else None

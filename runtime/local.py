@@ -23,6 +23,7 @@ from rich.table import Table
 
 from ..compiler.host import detect_host
 from ..compiler.plan import canonical_json
+from ..package_files import PackageFileError, is_package_uri, package_file
 from .errors import MissingExtra, RunNotReady
 from .kernels import missing_kernels
 from .progress import read_events
@@ -126,11 +127,17 @@ def _precision_refusal(plan: dict) -> Optional[str]:
             "`training.allow_emulated_bf16: true` to insist")
 
 
-def require_training_packages() -> None:
-    """The training stack is an extra: say which one when it is missing, before starting a trainer."""
+def require_training_packages(plan: dict) -> None:
+    """The training stack is an extra, and a `pkg://` model comes in a package of its own: say what to
+    install when one is missing, before starting a trainer."""
     for module in TRAINER_MODULES:
         if importlib.util.find_spec(module) is None:
-            raise MissingExtra(module, "training on this machine")
+            raise MissingExtra.module(module, "training on this machine")
+    if is_package_uri(plan["model"]["source"]):
+        try:
+            package_file(plan["model"]["source"])
+        except PackageFileError as error:
+            raise MissingExtra(f"the plan's model: {error}") from None
 
 
 # ---- reports ---------------------------------------------------------------------------------------
@@ -246,7 +253,7 @@ def apply_local(plan: dict, run_dir: Path, console) -> int:
     if refusal:
         console.print(f"[red]error:[/] {refusal}")
         return 2
-    require_training_packages()
+    require_training_packages(plan)
     missing = missing_kernels(plan)
     if missing:
         console.print("\n".join(f"[red]error:[/] {escape(message)}" for message in missing))

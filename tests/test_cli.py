@@ -171,6 +171,11 @@ def test_a_missing_extra_is_named_with_its_install_and_no_plan_folder_is_left(tm
         assert done.returncode == 5, done.stderr
         assert done.stderr == (f"error: `tunespec {verb}` needs `boto3`, which is not installed here; it comes with "
                                "tunespec's [sagemaker] extra: pip install 'tunespec[sagemaker]'\n")
+    done = tunespec_without("peft", "apply", "--run-dir", str(tmp_path / "fresh"), TMPDIR=str(temp))
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert done.stderr == ("error: training on this machine needs `peft`, which is not installed here; it comes with "
+                           "tunespec's [train] extra: pip install 'tunespec[train]'\n")
+    assert not (tmp_path / "fresh").exists()
     done = tunespec_without("torch", "eval", str(_interrupted_run(tmp_path / "run")))
     assert done.returncode == 1  # the run is reported before anything needs torch
     assert tunespec("status", cwd=tmp_path, TMPDIR=str(temp)).returncode == 1  # the default, never applied here
