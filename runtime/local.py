@@ -316,7 +316,7 @@ def _state_lines(run_dir: Path, plan: dict, state: RunState, live: Optional[dict
     if live:
         seconds, source = state.eta(planned_step_seconds(plan))
         started = live.get("started") or state.training_started or time.time()
-        lines.append(f"  elapsed {clock(time.time() - started)}, ETA {clock(seconds)}"
+        lines.append(f"  elapsed {clock(time.time() - started)}, ETA of the remaining steps {clock(seconds)}"
                      + (f" ({source})" if source else ""))
     checkpoint = last_complete_checkpoint(run_dir)
     if checkpoint:
