@@ -182,6 +182,30 @@ def apply_rows(paths=None) -> list:
     return rows
 
 
+def plain_loop_rows(paths=None) -> list:
+    """One row per plain-loop case measured on the GPU machine by the issue scripts
+    (benchmarks/gpu/moe-qlora-*.json): the estimate of the case's settings against its measurement."""
+    rows = []
+    for path in paths or sorted(GPU_RESULTS.glob("moe-qlora-*.json")):
+        results = json.loads(pathlib.Path(path).read_text())
+        for name, case in results["cases"].items():
+            if "replay" not in case or not case.get("tokens_per_s"):
+                continue
+            result = estimate(make_plan(runner="plain", **case["replay"]))
+            memory, speed = result["memory"], result["throughput"]
+            rows.append({
+                "id": f"{pathlib.Path(path).stem}:{name}",
+                "measured_peak_gib": case["peak_allocated_bytes"] / 2 ** 30,
+                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
+                "memory_error": memory["peak_allocated_bytes"] / case["peak_allocated_bytes"] - 1,
+                "reserved_error": memory["peak_reserved_bytes"] / case["peak_reserved_bytes"] - 1,
+                "measured_tokens_per_s": case["tokens_per_s"],
+                "estimated_tokens_per_s": speed["tokens_per_s_total"],
+                "speed_error": speed["tokens_per_s_total"] / case["tokens_per_s"] - 1,
+            })
+    return rows
+
+
 def oom_rows(paths=None) -> list:
     """Measured out-of-memory cases with the estimator's verdict for them."""
     rows = []
@@ -230,6 +254,8 @@ def main(argv=None) -> int:
     if not args.paths:
         print("\n`tunespec apply` runs on the GPU machine (steady tokens/s, largest per-device peak):\n")
         print(table(apply_rows(), []))
+        print("\nPlain training loops on the GPU machine (issue scripts, benchmarks/gpu/moe-qlora-*.json):\n")
+        print(table(plain_loop_rows(), []))
     return 0
 
 

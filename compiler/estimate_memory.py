@@ -306,6 +306,7 @@ def estimate_memory(plan: dict) -> dict:
         else:
             size /= tp
         weight_on_device += size
+    weights_loaded = weight_on_device
     weight_on_device /= factors["weights"]
     if factors["weights"] > 1 and "experts" in weights and weights["experts"]["dtype"].startswith("nf4"):
         # NF4 experts' block scales are buffers, replicated on every rank; only the packed 4 bits shard.
@@ -382,7 +383,12 @@ def estimate_memory(plan: dict) -> dict:
     # step's temporaries.
     train_peak = static + gathered + max(activation_peak, grads)
     step_peak = static + grads + step_transient
-    allocated = max(train_peak, step_peak)
+    # Loading: bitsandbytes quantizes onto this process's GPU as the weights load (tunespec's NF4 experts
+    # too), so under FSDP every rank first holds the whole quantized model, and wrapping writes its
+    # shard beside it before the unsharded weights go: measured on 2 x H200, Llama-3-8B QLoRA peaks at
+    # the wrap, 5.41 GiB loaded + its shard (1 and 2 processes; benchmarks/gpu/results-h200x2-fsdp-*).
+    load_peak = weights_loaded + weight_on_device if method["type"] == "qlora" and factors["strategy"] == "fsdp" else 0.0
+    allocated = max(train_peak, step_peak, load_peak)
     slack = CPU_RSS_SLACK if on_cpu else ALLOCATOR_SLACK["checkpointing" if checkpointing else "no_checkpointing"]
     reserved = allocated + min(ALLOCATOR_SLACK_CAP, slack * max(0.0, allocated - weight_on_device - adapters))
     context = CUDA_CONTEXT_BYTES if devices.get("kind") == "cuda" else 0
@@ -408,6 +414,8 @@ def estimate_memory(plan: dict) -> dict:
         "optimizer_step_transient": step_transient,
         "ddp_buckets": ddp_buckets,
         "fsdp_gathered_layers": gathered,
+        # what the load-and-wrap peak adds over the training step's, when it is the larger
+        "loading_peak_excess": max(0.0, load_peak - max(train_peak, step_peak)),
         "activations": (activation_peak - logits if not checkpointing or logits >= one_layer else activation_peak)
         - dequant_at_peak,
         "expert_dequant_buffer": dequant_at_peak,

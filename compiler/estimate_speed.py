@@ -66,8 +66,10 @@ CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora":
 # at micro batch 1 with checkpointing (issue 13), about 5.5 ms.
 KBIT_PREPARATION_CPU_PER_LAYER_PASS_S = 2.5e-3
 # ... and per expert of an NF4 MoE layer and pass: the loop's routing gather, two 4-bit matmuls,
-# their adapters, the activation and the scatter (about 20 launches; uncalibrated until measured).
-CPU_PER_NF4_EXPERT_PASS_S = 0.6e-3
+# their adapters, the activation and the scatter (about 20 launches): measured with the 32-layer
+# Mixtral-8x7B shape on an H200, micro batch 1 with checkpointing, 1.22 s per step
+# (benchmarks/gpu/moe-qlora-h200-2026-11-30.json, mixtral32-nf4).
+CPU_PER_NF4_EXPERT_PASS_S = 0.9e-3
 # Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
 # of the link bandwidth they reach: textbook values. On 2 H200s over NVLink the Llama-3-8B-shape FSDP
 # steps measured (benchmarks/gpu/results-h200x2-fsdp-2026-11-30.json) leave them no exposed share.

@@ -36,3 +36,29 @@ def test_tokens_per_s_within_bound(row):
 def test_measured_out_of_memory_cases_are_not_called_fits():
     for row in estimate_errors.oom_rows():
         assert row["verdict"] != "fits", row
+
+
+APPLY_ROWS = estimate_errors.apply_rows()
+PLAIN_LOOP_ROWS = estimate_errors.plain_loop_rows()
+# Measured faster than estimated by 27% and 45%: the plain loop of benchmarks/gpu/moe_qlora.py ran the
+# Llama-3-8B QLoRA step in 0.39-0.43 s on the H200's host, where the launch costs calibrated on the
+# H100's (measure_training.py) predict 0.53-0.77 s. Strict: the day the estimator catches up, this fails.
+KNOWN_SPEED_GAPS = {"moe-qlora-h200-2026-11-30:llama8b-qlora-minimal", "moe-qlora-h200-2026-11-30:llama8b-qlora-full"}
+
+
+def test_the_gpu_runs_are_replayed():
+    assert len(APPLY_ROWS) >= 6 and len(PLAIN_LOOP_ROWS) >= 4, "the GPU results under benchmarks/gpu/ need replay blocks"
+
+
+@pytest.mark.parametrize("row", APPLY_ROWS + PLAIN_LOOP_ROWS, ids=[r["id"] for r in APPLY_ROWS + PLAIN_LOOP_ROWS])
+def test_gpu_run_peak_memory_within_bound(row):
+    assert abs(row["memory_error"]) <= estimate_errors.MEMORY_BOUND, (
+        f"estimated {row['estimated_peak_gib']:.2f} GiB, measured {row['measured_peak_gib']:.2f} GiB")
+
+
+@pytest.mark.parametrize("row", [
+    pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="host launch costs, see KNOWN_SPEED_GAPS"))
+    if r["id"] in KNOWN_SPEED_GAPS else r for r in APPLY_ROWS + PLAIN_LOOP_ROWS], ids=[r["id"] for r in APPLY_ROWS + PLAIN_LOOP_ROWS])
+def test_gpu_run_tokens_per_s_within_bound(row):
+    assert abs(row["speed_error"]) <= estimate_errors.SPEED_BOUND, (
+        f"estimated {row['estimated_tokens_per_s']:.0f} tokens/s, measured {row['measured_tokens_per_s']:.0f}")

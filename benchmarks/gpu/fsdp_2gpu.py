@@ -54,7 +54,8 @@ def steady_rate(run_dir: Path) -> dict:
     logged = [(e["step"], float(e["train_runtime"]), int(e["num_input_tokens_seen"])) for e in history
               if "loss" in e and "train_runtime" in e and "num_input_tokens_seen" in e]
     rates = {b[0]: (b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(logged, logged[1:]) if b[1] > a[1]}
-    steady = [rate for step, rate in rates.items() if step > 2 and step % SAVE_EVERY]
+    # the interval after a checkpoint step holds the save
+    steady = [rate for step, rate in rates.items() if step > 2 and (step - 1) % SAVE_EVERY]
     return {"per_step_tokens_per_s": {step: round(rate) for step, rate in rates.items()},
             "steady_tokens_per_s": round(statistics.median(steady)) if steady else None}
 
