@@ -45,6 +45,7 @@ def main() -> int:
     torch.manual_seed(0)
     # transformers' own initialisation builds fp32 temporaries (a 32-layer Mixtral then needs more than
     # an H200): allocate uninitialised bf16 weights and fill them in place.
+    torch.set_default_dtype(torch.bfloat16)  # from_config's dtype alone still allocates some weights in fp32
     with torch.device("cuda"), no_init_weights():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     with torch.no_grad():
@@ -53,6 +54,9 @@ def main() -> int:
                 parameter.fill_(1.0)
             else:
                 parameter.normal_(0.0, 0.02)
+    # Saving converts fused MoE experts back to the checkpoint layout with copies: from host memory,
+    # where they fit beside the model.
+    model.to("cpu")
     args.target.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(args.target, max_shard_size="5GB")
     for name in ("tokenizer.json", "tokenizer_config.json"):
