@@ -212,6 +212,7 @@ def _follow(process: subprocess.Popen, plan: dict, run_dir: Path, console) -> Ru
                 state.update(event)
                 if event["event"] == "eval":
                     view.print(f"step {event['step']}: eval loss {event['eval_loss']:.4f}")
+                view.show_run(state, planned)  # each phase gets its row, however short
             view.show_run(state, planned)
             if exited:
                 if state.ended:
