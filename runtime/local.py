@@ -27,8 +27,8 @@ from ..package_files import PackageFileError, is_package_uri, package_file
 from .errors import MissingExtra, RunNotReady
 from .kernels import missing_kernels
 from .progress import read_events
-from .progress_state import RunState, clock, planned_step_seconds
-from .progress_view import ProgressView, _fmt
+from .progress_state import RunState, clock, number, planned_step_seconds
+from .progress_view import ProgressView
 from .run_layout import (ADAPTER, CONSOLE_LOG, FULL_MODEL, PLAN, PROGRESS, SAMPLES, TRAINER_PROCESS,
                          checkpoint_step, finished_metrics, last_complete_checkpoint)
 
@@ -146,12 +146,12 @@ def print_report(console, run_dir: Path, metrics: dict) -> None:
     table = Table(title=f"Run {run_dir}", show_header=False, title_justify="left")
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
-    table.add_row("eval loss", f"{_fmt(metrics['initial_eval_loss'])} → {_fmt(metrics['final_eval_loss'])} "
-                               f"(best {_fmt(metrics['best_eval_loss'])})")
-    table.add_row("train loss", f"final {_fmt(metrics['final_train_loss'])}")
+    table.add_row("eval loss", f"{number(metrics['initial_eval_loss'])} → {number(metrics['final_eval_loss'])} "
+                               f"(best {number(metrics['best_eval_loss'])})")
+    table.add_row("train loss", f"final {number(metrics['final_train_loss'])}")
     resumed = f" (resumed from step {metrics['resumed_from_step']})" if metrics["resumed_from_step"] else ""
     table.add_row("steps", f"{metrics['global_step']} of {metrics['max_steps']}{resumed}")
-    table.add_row("tokens/s", _fmt(metrics["tokens_per_s"], 5))
+    table.add_row("tokens/s", number(metrics["tokens_per_s"], 5))
     table.add_row("peak memory", f"{metrics['peak_memory_gib']} GiB ({metrics['peak_memory_kind']})")
     table.add_row("time", f"{metrics['duration_s']:.0f} s (last session)")
     for name, relative in metrics["outputs"].items():
@@ -309,11 +309,11 @@ def _state_lines(run_dir: Path, plan: dict, state: RunState, live: Optional[dict
         headline = f"{run_dir}: interrupted (no trainer running)"
     lines = [headline]
     if state.total_steps is not None:
-        loss = f", loss {_fmt(state.loss)}" if state.loss is not None else ""
+        loss = f", loss {number(state.loss)}" if state.loss is not None else ""
         lines.append(f"  step {state.step} of {state.total_steps}{loss}"
-                     + (f", {_fmt(state.tokens_per_s)} tok/s" if state.tokens_per_s else ""))
+                     + (f", {number(state.tokens_per_s)} tok/s" if state.tokens_per_s else ""))
     if state.eval_loss is not None:
-        lines.append(f"  eval loss {_fmt(state.eval_loss)} at step {state.eval_loss_step}")
+        lines.append(f"  eval loss {number(state.eval_loss)} at step {state.eval_loss_step}")
     if live:
         seconds, source = state.eta(planned_step_seconds(plan))
         started = live.get("started") or state.training_started or time.time()

@@ -92,3 +92,8 @@ def clock(seconds: Optional[float]) -> str:
     seconds = int(round(seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def number(value, digits: int = 4) -> str:
+    """A float to `digits` significant digits, anything else as it is; "-" when unknown."""
+    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)

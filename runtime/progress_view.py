@@ -11,11 +11,7 @@ from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Te
 from rich.text import Text
 
 from .progress import EVALUATING, TRAINING
-from .progress_state import RunState, clock
-
-
-def _fmt(value, digits: int = 4) -> str:
-    return "-" if value is None else f"{value:.{digits}g}" if isinstance(value, float) else str(value)
+from .progress_state import RunState, clock, number
 
 
 class _TimeColumn(ProgressColumn):
@@ -108,4 +104,4 @@ class ProgressView:
             eta = f"ETA {clock(seconds)}" + (" (plan estimate)" if source == "plan estimate" else "")
             elapsed = clock(time.time() - state.training_started) if state.training_started else "?"
             self.advance(TRAINING, state.step, state.total_steps,
-                         f"loss {_fmt(state.loss)} · {_fmt(state.tokens_per_s, 4)} tok/s · elapsed {elapsed} · {eta}")
+                         f"loss {number(state.loss)} · {number(state.tokens_per_s, 4)} tok/s · elapsed {elapsed} · {eta}")
