@@ -1,14 +1,28 @@
-"""The published JSON Schema (schema/tunespec-v1.schema.json), generated from the spec model."""
+"""The published JSON Schemas, generated from the models: the spec's (schema/tunespec-v1.schema.json)
+and the plan's (schema/tunespec-plan-v1.schema.json)."""
 import json
 from pathlib import Path
+from typing import Type
 
+from pydantic import BaseModel
+
+from .plan import Plan
 from .spec import Spec
 
 SCHEMA_FILE = Path(__file__).with_name("tunespec-v1.schema.json")
+PLAN_SCHEMA_FILE = Path(__file__).with_name("tunespec-plan-v1.schema.json")
+
+
+def _text(model: Type[BaseModel], file: Path) -> str:
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://tunespec.dev/schema/{file.name}"
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
 def schema_text() -> str:
-    schema = Spec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://tunespec.dev/schema/tunespec-v1.schema.json"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return _text(Spec, SCHEMA_FILE)
+
+
+def plan_schema_text() -> str:
+    return _text(Plan, PLAN_SCHEMA_FILE)
