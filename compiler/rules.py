@@ -122,6 +122,17 @@ def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
                 ("method", "quantization", "storage_dtype"),
                 hint=f"set `storage_dtype: {compute}`",
             )
+        if (quant is None or quant.bits == 4) and plan["model"]["architecture"].get("num_local_experts"):
+            if dist.cpu_ram_efficient_loading:
+                # Seen on 2 x H200: the other ranks' NF4 experts and their adapters stay on the meta device,
+                # which FSDP refuses at the first step (runtime/moe_quantization.py builds them on load).
+                raise SpecError("FSDP cannot load NF4 MoE experts on rank 0 only: the other ranks' experts stay "
+                                "on the meta device", ("distribution", "cpu_ram_efficient_loading"),
+                                hint="set `cpu_ram_efficient_loading: false` (every rank loads and quantizes; "
+                                     "the plan counts that load-time peak)")
+            out.append(warning("fsdp-nf4-experts-not-run-on-gpu",
+                               "FSDP over NF4 MoE experts is estimated from GPU measurements of "
+                               "its parts; a sharded run of it has not executed on a GPU yet"))
     return out
 
 
