@@ -6,17 +6,15 @@ and uploads (sagemaker_inputs), names, tags and checkpoint prefix (sagemaker_job
 secrets (sagemaker_secrets), and the requests themselves (sagemaker_requests). Every request is checked
 against the service model's limits (sagemaker_validate).
 """
-import json
 from typing import List, Optional
 
+from ..schema.contract import CHECKPOINT_DIR, MODEL_DIR, canonical_json
 from . import sagemaker_inputs, sagemaker_jobs, sagemaker_secrets, sagemaker_validate
 from .errors import SpecError
 from .sagemaker_image import images, instance_family, training_image_uri
 from .sagemaker_requests import (ENTRY_POINT, PLAN_IN_SOURCEDIR, distribution_hyperparameters, estimator_args,
                                  merge_request, sdk_hyperparameters, training_request)
 
-MODEL_DIR = "/opt/ml/model"  # uploaded to S3 as the job's ModelArtifacts when the job ends
-CHECKPOINT_DIR = "/opt/ml/checkpoints"  # synced with CheckpointConfig.S3Uri (the plan's own prefix)
 # What the container installs beside the image's own PyTorch (pinned to the image's version, so pip
 # fails instead of silently replacing the image's CUDA build). Versions: those tunespec is tested with.
 CONTAINER_PINS = {
@@ -84,12 +82,12 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     fit = {"inputs": {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request.get("InputDataConfig", [])},
            "job_name": job_name, "wait": False}
     files = {
-        "sagemaker/create_training_job.json": _json(request),
-        "sagemaker/estimator_args.json": _json({"estimator": estimator, "fit": fit}),
+        "sagemaker/create_training_job.json": canonical_json(request),
+        "sagemaker/estimator_args.json": canonical_json({"estimator": estimator, "fit": fit}),
         "sagemaker/requirements.txt": "".join(line + "\n" for line in requirements),
     }
     if merge is not None:
-        files["sagemaker/merge_training_job.json"] = _json(merge)
+        files["sagemaker/merge_training_job.json"] = canonical_json(merge)
     return {
         "type": "sagemaker",
         "region": backend["region"],
@@ -109,10 +107,6 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
         "warnings": warnings,
         "files": files,
     }
-
-
-def _json(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
 # ---- hardware and distribution -------------------------------------------------------------------

@@ -11,15 +11,12 @@ import re
 import shlex
 from typing import Dict, List, Optional
 
+from ..schema.contract import PLAN_FILE, SLURM_SCRIPT_DIR, slurm_done_marker, slurm_log
 from . import catalog
 from .errors import SpecError
 
-SCRIPT_DIR = "slurm"
 # Torch's rendezvous port, offset by the job id so that two jobs sharing a node do not collide.
 RDZV_BASE_PORT = 29500
-# Where every job leaves its mark when it ends well: `scontrol` forgets finished jobs after
-# MinJobAge (5 minutes by default) and `sacct` needs accounting, which many clusters lack.
-DONE_DIR = "status"
 # Values written into the scripts. `#SBATCH` lines are read by sbatch, not by a shell, so quoting
 # cannot protect them: every such value must match a strict pattern (no spaces, quotes, `$`, `;`, line
 # breaks). Values in shell lines are quoted as well.
@@ -49,7 +46,7 @@ def compile_slurm(plan: dict, backend: dict) -> dict:
     chain: List[dict] = []
 
     def add(name: str, text: str) -> None:
-        chain.append({"name": name, "script": f"{SCRIPT_DIR}/{name}.sbatch",
+        chain.append({"name": name, "script": f"{SLURM_SCRIPT_DIR}/{name}.sbatch",
                       "depends_on": [chain[-1]["name"]] if chain else []})
         job.files[chain[-1]["script"]] = text
 
@@ -177,7 +174,7 @@ class _JobWriter:
         if time_limit:
             lines.append(f"#SBATCH --time={time_limit}")
         lines += [
-            f"#SBATCH --output={self.run_dir}/logs/{step}-%j.out",
+            f"#SBATCH --output={slurm_log(self.run_dir, step, '%j')}",
             # A requeued (auto-resumed) job appends to its log instead of wiping the first attempt's.
             "#SBATCH --open-mode=append",
             # A job whose dependency failed is removed instead of pending forever.
@@ -187,11 +184,11 @@ class _JobWriter:
             f"RUN_DIR={shlex.quote(self.run_dir)}",
         ]
         if uses_plan:
-            lines.append('PLAN="$RUN_DIR/plan.json"')
+            lines.append(f'PLAN="$RUN_DIR/{PLAN_FILE}"')
         return lines
 
     def _finish(self, step: str, lines: List[str]) -> str:
-        lines += ["", f'echo "$SLURM_JOB_ID" >"$RUN_DIR/{DONE_DIR}/{step}.done"']
+        lines += ["", f'echo "$SLURM_JOB_ID" >"{slurm_done_marker("$RUN_DIR", step)}"']
         return "\n".join(lines) + "\n"
 
     def _environment(self) -> List[str]:

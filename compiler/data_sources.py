@@ -10,8 +10,9 @@ import os
 from pathlib import Path
 from typing import Optional
 
-from .. import package_files
-from ..data_files import FORMATS_BY_SUFFIX, DataError, chat_messages, iter_rows, template_fields
+from ..schema import package_files
+from ..schema.contract import data_source_kind
+from ..schema.data_files import FORMATS_BY_SUFFIX, DataError, chat_messages, iter_rows, template_fields
 from ..schema.data import DataSource, DataSpec
 from . import templates
 from .errors import SpecError
@@ -24,16 +25,6 @@ MAX_SCAN_BYTES = 64 << 20
 SAMPLE_ROWS = 1000
 
 
-def source_kind(path: str) -> str:
-    if path.startswith("s3://"):
-        return "s3"
-    if path.startswith("hub:"):
-        return "hub"
-    if path.startswith("pkg://"):
-        return "package"
-    return "local"
-
-
 def package_file(uri: str, field_path: tuple = ()) -> Path:
     """`pkg://DISTRIBUTION/PATH` → the installed file, or a SpecError at `field_path`."""
     try:
@@ -43,7 +34,7 @@ def package_file(uri: str, field_path: tuple = ()) -> Path:
 
 
 def resolve_path(path: str, base_dir: Path, cwd: Path) -> str:
-    if source_kind(path) != "local":
+    if data_source_kind(path) != "local":
         return path
     resolved = (base_dir / path).resolve()
     try:
@@ -55,7 +46,7 @@ def resolve_path(path: str, base_dir: Path, cwd: Path) -> str:
 def file_format(source: DataSource, field_path: tuple) -> Optional[str]:
     if source.format:
         return source.format
-    if source_kind(source.path) == "hub":
+    if data_source_kind(source.path) == "hub":
         return None
     suffix = Path(source.path.split("?")[0]).suffix.lower()
     if suffix not in FORMATS_BY_SUFFIX:
@@ -147,7 +138,7 @@ def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], fiel
 
 def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_dir: Path, cwd: Path) -> dict:
     fmt = file_format(source, field_path)
-    kind = source_kind(source.path)
+    kind = data_source_kind(source.path)
     described = {
         "path": resolve_path(source.path, base_dir, cwd),
         "kind": kind,

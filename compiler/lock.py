@@ -9,7 +9,6 @@ Checking never goes to the network: what cannot be known here (remote data, a hu
 local Hugging Face cache, an image named by tag, packages installed elsewhere) is reported as not
 verified, never as drift.
 """
-import hashlib
 import json
 import os
 import re
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from .data_sources import package_file
-from .plan import canonical_json, digest
+from ..schema.contract import canonical_json, digest, file_sha256
 
 LOCK_FILE = "tunespec.lock"
 LOCK_FORMAT = "tunespec-lock/v1"
@@ -80,14 +79,6 @@ def resolve(plan: dict, cwd: Path, lock_dir: Path) -> dict:
     return entry
 
 
-def sha256_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()
-
-
 def _relative(path: Path, lock_dir: Path) -> str:
     return Path(os.path.relpath(path.resolve(), lock_dir.resolve())).as_posix()
 
@@ -114,14 +105,14 @@ def _model_entry(model: dict, cwd: Path, lock_dir: Path) -> dict:
         commit = revision if COMMIT.match(revision) else (ref.read_text().strip() if ref.is_file() else None)
         config = cached / "snapshots" / commit / "config.json" if commit else None
         entry.update(revision=revision, commit=commit,
-                     config_sha256=sha256_file(config) if config is not None and config.is_file() else None)
+                     config_sha256=file_sha256(config) if config is not None and config.is_file() else None)
     elif kind == "package":
-        entry["file_sha256"] = sha256_file(package_file(model["source"], ("model", "source")))
+        entry["file_sha256"] = file_sha256(package_file(model["source"], ("model", "source")))
     elif kind in ("local", "gguf"):
         local = cwd / model["source"]
         files = sorted(p for p in local.rglob("*") if p.is_file()) if local.is_dir() else [local]
         entry.update(source="local", path=_relative(local, lock_dir),
-                     files_sha256=digest({p.relative_to(local).as_posix() if local.is_dir() else p.name: sha256_file(p)
+                     files_sha256=digest({p.relative_to(local).as_posix() if local.is_dir() else p.name: file_sha256(p)
                                           for p in files if p.is_file()}) if local.exists() else None)
     else:
         entry["files_sha256"] = None  # on S3: not read at plan time
@@ -138,7 +129,7 @@ def _data_entry(source: dict, cwd: Path, lock_dir: Path) -> dict:
     else:
         return entry
     if local.is_file():
-        entry["sha256"], entry["size"] = sha256_file(local), local.stat().st_size
+        entry["sha256"], entry["size"] = file_sha256(local), local.stat().st_size
     return entry
 
 

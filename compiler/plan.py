@@ -1,41 +1,20 @@
 """Validated spec → plan: plain data that every renderer and backend reads, and nothing else does."""
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Optional, Tuple
 
 from .. import __version__
+from ..schema.contract import digest, model_source_kind
+from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import budget, catalog, data_sources, rules, templates
 from .errors import SpecError
-from .host import Host, detect_host
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
 
 PLAN_FORMAT = "tunespec-plan/v1"
 PRECISION_FLAGS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16": False, "fp16": True},
                    "fp32": {"bf16": False, "fp16": False}, "fp8": {"bf16": True, "fp16": False}}
-
-
-def canonical_json(value: object) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def digest(value: object) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def model_source_kind(source: str) -> str:
-    if source.startswith("s3://"):
-        return "s3"
-    if source.startswith("pkg://"):
-        return "package"
-    if source.endswith(".gguf"):
-        return "gguf"
-    if source.startswith((".", "/", "~")):
-        return "local"
-    return "hub"
 
 
 def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:

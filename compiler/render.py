@@ -2,11 +2,9 @@
 import shutil
 from pathlib import Path
 
+from ..schema.contract import PLAN_FILE, canonical_json
 from .errors import SpecError
-from .plan import canonical_json
 from .summary import summary_markdown
-
-PLAN_FILE = "plan.json"
 
 
 def plan_files(plan: dict) -> dict:

@@ -1,24 +1,14 @@
 """A SageMaker job's inputs: S3 channels, and the local files apply uploads under content-addressed keys."""
-import hashlib
 from pathlib import Path
 from typing import List, Tuple
 
+from ..schema.contract import CHANNEL_ROOT, PACKAGE_SCHEME, file_sha256
 from . import data_sources
 from .errors import SpecError
 
-CHANNEL_ROOT = "/opt/ml/input/data"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def _local_file(path: str, field: tuple) -> Path:
-    local = data_sources.package_file(path, field) if path.startswith("pkg://") else Path(path)
+    local = data_sources.package_file(path, field) if path.startswith(PACKAGE_SCHEME) else Path(path)
     if not local.is_file():
         raise SpecError(f"{path} is not a file: SageMaker jobs get local inputs uploaded file by file", field,
                         hint="upload a folder to S3 yourself and give its `s3://` prefix")
@@ -43,7 +33,7 @@ def channels(plan: dict, backend: dict, output_s3: str) -> Tuple[List[dict], Lis
             s3_uri = source
         else:
             local = _local_file(source, spec_field)
-            digest = sha256_file(local)
+            digest = file_sha256(local)
             s3_uri = f"{prefix}/sha256/{digest}/{local.name}"
             uploads.append({"source": source, "s3_uri": s3_uri, "sha256": digest, "size": local.stat().st_size,
                             "channel": name})
@@ -52,9 +42,3 @@ def channels(plan: dict, backend: dict, output_s3: str) -> Tuple[List[dict], Lis
         container_path = f"{CHANNEL_ROOT}/{name}" + ("" if is_folder else f"/{basename}")
         found.append({"name": name, "plan_field": field, "s3_uri": s3_uri, "container_path": container_path})
     return found, uploads
-
-
-def s3_channel(name: str, s3_uri: str) -> dict:
-    """What the SDK makes of `fit(inputs={name: "s3://..."})`."""
-    return {"ChannelName": name, "DataSource": {"S3DataSource": {
-        "S3DataType": "S3Prefix", "S3Uri": s3_uri, "S3DataDistributionType": "FullyReplicated"}}}

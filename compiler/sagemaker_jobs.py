@@ -7,19 +7,13 @@ apply ran from). A plan's first job is named `<spec name>-<hash>`; a retry (`app
 `-r<N>`, a merge job `-m`. The checkpoint prefix is keyed by the same name, so a changed plan never
 starts from another plan's files and a retry of the same plan resumes from its own.
 """
-import hashlib
 import json
-import re
-from typing import List, Optional, Tuple
+from typing import List, Optional
 
+from ..schema.contract import PLAN_TAG, SPEC_HASH_TAG, SPEC_TAG, digest
 from .errors import SpecError
 
-SPEC_TAG = "tunespec:spec"
-SPEC_HASH_TAG = "tunespec:spec-hash"
-PLAN_TAG = "tunespec:plan"
 NAME_HASH_CHARS = 8  # spec name (≤48) + "-" + hash, room left for "-r99" and "-m" within SageMaker's 63
-MAX_ATTEMPT = 99
-MERGE_SUFFIX = "-m"
 
 
 def plan_hash(plan: dict, backend: dict, channels: List[dict]) -> str:
@@ -32,29 +26,12 @@ def plan_hash(plan: dict, backend: dict, channels: List[dict]) -> str:
         for key in parents:
             section = section[key]
         section[leaf] = channel["s3_uri"]
-    basis = {"plan": as_run, "backend": backend}
-    return hashlib.sha256(json.dumps(basis, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return digest({"plan": as_run, "backend": backend})
 
 
 def job_name_for(plan: dict, digest: str) -> str:
     """`<spec name>-<hash>`: the same plan gives the same job name from any folder."""
     return f"{plan['spec']['name']}-{digest[:NAME_HASH_CHARS]}"
-
-
-def attempt_name(first_job_name: str, attempt: int) -> str:
-    return first_job_name if attempt == 0 else f"{first_job_name}-r{attempt}"
-
-
-def merge_job_name(train_job_name: str) -> str:
-    return f"{train_job_name}{MERGE_SUFFIX}"
-
-
-def parse_job_name(name: str, first_job_name: str) -> Optional[Tuple[int, bool]]:
-    """(attempt, is the merge job) of one of the plan's job names, or None for another name."""
-    match = re.fullmatch(re.escape(first_job_name) + r"(?:-r(\d+))?(-m)?", name)
-    if match is None:
-        return None
-    return int(match[1] or 0), bool(match[2])
 
 
 def checkpoint_uri(backend: dict, output_s3: str, first_job_name: str) -> Optional[str]:

@@ -6,15 +6,13 @@ sourcedir.tar.gz holding tunespec's own trainer, the plan and a pinned requireme
 `sagemaker_torch_distributed_enabled` and `mp_parameters` for SMP v2.
 """
 import json
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
-from .sagemaker_inputs import s3_channel
-from .sagemaker_jobs import attempt_name, merge_job_name
+from ..schema.contract import RUN_CHANNEL, merge_job_name, s3_channel, train_output_uri
 
 ENTRY_POINT = "tunespec_entry.py"  # written into sourcedir.tar.gz by tunespec.runtime.sourcedir
 PLAN_IN_SOURCEDIR = "plan.json"
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default `container_log_level`
-RUN_CHANNEL = "run"  # the merge job's input: the training job's outputs
 
 
 def sdk_hyperparameters(job_name: str, sourcedir_s3: str, region: str) -> dict:
@@ -101,40 +99,6 @@ def merge_request(train: dict, plan: dict, sourcedir_s3: str, channels: List[dic
     request.pop("EnableManagedSpotTraining", None)
     request["StoppingCondition"].pop("MaxWaitTimeInSeconds", None)
     return request
-
-
-def train_output_uri(train_request: dict) -> str:
-    """Where SageMaker puts the training job's /opt/ml/model: a prefix, or model.tar.gz when compressed."""
-    base = f"{train_request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{train_request['TrainingJobName']}/output"
-    if train_request["OutputDataConfig"].get("CompressionType") == "NONE":
-        return f"{base}/model/"
-    return f"{base}/model.tar.gz"
-
-
-def _renamed(request: dict, name: str) -> dict:
-    renamed = json.loads(json.dumps(request))
-    renamed["TrainingJobName"] = name
-    renamed["HyperParameters"]["sagemaker_job_name"] = json.dumps(name)
-    return renamed
-
-
-def attempt_requests(train: dict, merge: Optional[dict], attempt: int,
-                     trained_job_name: Optional[str] = None) -> Tuple[dict, Optional[dict]]:
-    """The plan's requests for attempt N of `apply --retry`: new names, the same job otherwise.
-
-    The training job keeps its checkpoint prefix (so it resumes); the merge job reads the outputs of
-    `trained_job_name` (an earlier attempt that completed) or of this attempt's training job.
-    """
-    name = attempt_name(train["TrainingJobName"], attempt)
-    train_attempt = _renamed(train, name)
-    if merge is None:
-        return train_attempt, None
-    merge_attempt = _renamed(merge, merge_job_name(name))
-    trained = _renamed(train, trained_job_name or name)
-    merge_attempt["InputDataConfig"] = [
-        s3_channel(RUN_CHANNEL, train_output_uri(trained)) if channel["ChannelName"] == RUN_CHANNEL else channel
-        for channel in merge_attempt["InputDataConfig"]]
-    return train_attempt, merge_attempt
 
 
 def estimator_args(backend: dict, sourcedir_s3: str, user_hps: dict, distribution: dict, environment: dict,

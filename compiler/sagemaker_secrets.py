@@ -8,11 +8,10 @@ it in `backend.secrets_in_request`.
 """
 from typing import Dict, List, Tuple
 
+from ..schema.contract import SECRET_VARIABLES, secret_arn_variable
 from . import secret_scan
 from .errors import SpecError
 
-SECRET_ARN_ENV = "TUNESPEC_SECRET_{}_ARN"  # resolved by the container entry from Secrets Manager
-SECRET_TARGETS = {"hf_token": "HF_TOKEN", "wandb_api_key": "WANDB_API_KEY"}
 OPT_IN_FIELD = ("backend", "secrets_in_request")
 ENVIRONMENT_FIELD = ("backend", "environment")
 
@@ -39,12 +38,12 @@ def environment(plan: dict, backend: dict) -> Tuple[Dict[str, str], Dict[str, st
                             hint="list only secrets written as `{env: VARIABLE}`; Secrets Manager ARNs need no opt-in")
     apply_environment, warnings = {}, []
     for name, (reference, field) in sorted(references.items()):
-        target = SECRET_TARGETS.get(name, name.upper())
+        target = SECRET_VARIABLES.get(name, name.upper())
         if target in variables:
             raise SpecError(f"`{target}` is set in backend.environment and is also the secret `{name}`",
                             ("backend", "environment", target), hint="keep only the `secrets:` reference")
         if reference.get("secrets_manager_arn"):
-            variables[SECRET_ARN_ENV.format(target)] = reference["secrets_manager_arn"]
+            variables[secret_arn_variable(target)] = reference["secrets_manager_arn"]
         elif name in named:
             apply_environment[target] = reference["env"]
             warnings.append({"code": "sagemaker-secret-in-request", "message": (

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
-from ..data_files import DataError, Row, chat_messages, json_object, template_fields
+from ..schema.data_files import DataError, Row, chat_messages, json_object, template_fields
 from .data_sources import fingerprint, iter_source_rows, signature
 
 def default_cache() -> Path:

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import Iterator, Optional
 
-from ..data_files import FORMATS_BY_SUFFIX, DataError, Row, iter_rows
-from ..package_files import PackageFileError, is_package_uri, package_file
+from ..schema.data_files import FORMATS_BY_SUFFIX, DataError, Row, iter_rows
+from ..schema.package_files import PackageFileError, is_package_uri, package_file
 
 S3_PREFIX, HUB_PREFIX = "s3://", "hub:"
 

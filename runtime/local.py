@@ -21,9 +21,9 @@ from typing import Optional
 from rich.markup import escape
 from rich.table import Table
 
-from ..compiler.host import detect_host
-from ..compiler.plan import canonical_json
-from ..package_files import PackageFileError, is_package_uri, package_file
+from ..schema.contract import canonical_json
+from ..schema.host import detect_host
+from ..schema.package_files import PackageFileError, is_package_uri, package_file
 from .errors import MissingExtra, RunNotReady
 from .kernels import missing_kernels
 from .progress import read_events

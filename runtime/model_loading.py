@@ -15,7 +15,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from ..package_files import PackageFileError, is_package_uri, package_file
+from ..schema.package_files import PackageFileError, is_package_uri, package_file
 from .progress import CONVERTING
 
 logger = logging.getLogger("tunespec.train")

@@ -4,7 +4,9 @@ import re
 from pathlib import Path
 from typing import Optional
 
-PLAN = "plan.json"
+from ..schema.contract import PLAN_FILE
+
+PLAN = PLAN_FILE
 CHECKPOINTS = "checkpoints"
 ADAPTER = "adapter"          # LoRA/DoRA/QLoRA: adapter weights + config + tokenizer
 FULL_MODEL = "model"         # full fine-tuning: the whole model + tokenizer

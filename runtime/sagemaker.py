@@ -1,7 +1,7 @@
 """Launch, follow, inspect and stop a spec's SageMaker training jobs (boto3, the compiled requests as is).
 
 A spec's jobs are found by their `tunespec:spec` tag (SageMaker Search), a plan's jobs among them by
-`tunespec:plan` (see compiler/sagemaker_jobs.py). `apply` refuses to launch while a job of another plan
+`tunespec:plan` (see schema/contract.py). `apply` refuses to launch while a job of another plan
 of the same spec runs (exit code JOB_CONFLICT), unless `replace`, which stops those jobs first. It uploads the local
 inputs and the job's sourcedir.tar.gz to S3 under content-addressed keys (an object already there with
 the same sha256 is not sent again), validates the request with botocore's own ParamValidator and the
@@ -23,11 +23,10 @@ import boto3
 from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 
-from ..cli import exit_codes
-from ..compiler import sagemaker_validate
-from ..compiler.sagemaker_inputs import sha256_file
-from ..compiler.sagemaker_jobs import MAX_ATTEMPT, PLAN_TAG, SPEC_TAG, attempt_name, parse_job_name
-from ..compiler.sagemaker_requests import attempt_requests
+from ..schema import exit_codes, sagemaker_api
+from ..schema.contract import (MAX_ATTEMPT, PACKAGE_SCHEME, PLAN_TAG, SPEC_TAG, attempt_name, attempt_requests,
+                               file_sha256, parse_job_name)
+from ..schema.package_files import PackageFileError, package_file
 from .errors import BackendError
 from .sourcedir import build_sourcedir
 
@@ -155,17 +154,18 @@ def upload_if_changed(s3, uri: str, data: Optional[bytes] = None, path: Optional
 
 
 def _local_path(source: str) -> Path:
-    if source.startswith("pkg://"):
-        from ..compiler.data_sources import package_file
-
-        return package_file(source)
+    if source.startswith(PACKAGE_SCHEME):
+        try:
+            return package_file(source)
+        except PackageFileError as error:
+            raise ApplyError(str(error)) from None
     return Path(source)
 
 
 def upload_inputs(plan: dict, s3, console) -> None:
     for upload in plan["backend"]["uploads"]:
         local = _local_path(upload["source"])
-        if sha256_file(local) != upload["sha256"]:
+        if file_sha256(local) != upload["sha256"]:
             raise ApplyError(f"{upload['source']} changed since the plan was made: run `tunespec plan` again")
         sent = upload_if_changed(s3, upload["s3_uri"], path=local, sha256=upload["sha256"])
         console.print(f"  {'uploaded' if sent else 'unchanged'}  {upload['source']} → {upload['s3_uri']}")
@@ -195,7 +195,7 @@ def validate_request(client, request: dict, operation: str = "CreateTrainingJob"
     """botocore's checks (types, required, unknown keys) and the model's max/pattern/enum."""
     shape = client.meta.service_model.operation_model(operation).input_shape
     report = ParamValidator().validate(request, shape)
-    problems = [f"{'.'.join(map(str, path))} {message}" for path, message in sagemaker_validate.problems(request, operation)]
+    problems = [f"{'.'.join(map(str, path))} {message}" for path, message in sagemaker_api.problems(request, operation)]
     if report.has_errors():
         problems.insert(0, report.generate_report())
     if problems:
@@ -348,7 +348,7 @@ def apply_sagemaker(plan: dict, plan_dir, console, session: Optional[boto3.Sessi
                     sleep: Callable[[float], None] = time.sleep) -> int:
     """Launch (or find) the plan's training job and follow it to the end, then its merge job.
 
-    Exit codes (tunespec.cli.exit_codes): OK, FAILED (a job failed or was stopped, or the plan cannot be
+    Exit codes (tunespec.schema.exit_codes): OK, FAILED (a job failed or was stopped, or the plan cannot be
     sent from here: a secret missing, an invalid request), JOB_CONFLICT (a job of another plan of this
     spec runs; `replace` stops it instead).
     """

@@ -20,10 +20,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ..schema.contract import (PLAN_FILE, SLURM_RUN_SUBFOLDERS, canonical_json, slurm_done_marker,
+                               slurm_log)
 from .errors import BackendError
 
 JOBS_FILE = "slurm_jobs.json"
-DONE_DIR = "status"
 LOG_TAIL_LINES = 20
 LIVE_LOG_LINES = 8
 DETACHED = 130  # the exit status of a Ctrl-C: nothing failed, nothing was cancelled
@@ -214,9 +215,9 @@ def _current_jobs(run_dir: Path, chain: List[dict], record: dict) -> List[_Job]:
         job_id = record["jobs"].get(name, {}).get("job_id")
         info, log = None, None
         if job_id:
-            log = run_dir / "logs" / f"{name}-{job_id}.out"
+            log = Path(slurm_log(str(run_dir), name, job_id))
             info = _show_job(job_id)
-            marker = run_dir / DONE_DIR / f"{name}.done"
+            marker = Path(slurm_done_marker(str(run_dir), name))
             if marker.is_file() and marker.read_text().strip() == job_id:
                 info = dict(info or {}, JobState=COMPLETED)
             elif info is None:
@@ -252,15 +253,15 @@ def _load_record(run_dir: Path) -> Optional[dict]:
 def _save_record(run_dir: Path, record: dict) -> None:
     path = run_dir / JOBS_FILE
     temporary = path.with_suffix(".json.tmp")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    temporary.write_text(canonical_json(record))
     temporary.replace(path)
 
 
 def _prepare_run_dir(plan: dict, plan_dir: Path, run_dir: Path) -> None:
     """The run folder holds what the jobs read: the plan and the scripts, as planned."""
-    for sub in ("logs", DONE_DIR, "slurm"):
+    for sub in SLURM_RUN_SUBFOLDERS:
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    for relative in ["plan.json"] + sorted(plan["backend"]["files"]):
+    for relative in [PLAN_FILE] + sorted(plan["backend"]["files"]):
         source = plan_dir / relative
         if not source.is_file():
             raise SlurmError(f"{source} is missing: run `tunespec plan` again to rewrite the plan folder")

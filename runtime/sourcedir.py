@@ -18,6 +18,8 @@ from importlib import import_module
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..schema import contract
+
 PACKAGES = ("tunespec", "tunespec.cli", "tunespec.schema", "tunespec.compiler", "tunespec.runtime")
 PACKAGE_FILES = ("*.py", "*.json", "*.yaml", "*.txt", "templates/*", "catalog/*.json", "catalog/*.yaml")
 ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): tunespec's entry for the plan beside it."""
@@ -28,12 +30,7 @@ from tunespec.runtime.sourcedir import container_main
 sys.exit(container_main(sys.argv[1:]))
 '''
 TASK_MODULES = {"train": "tunespec.runtime.train", "merge": "tunespec.runtime.merge"}
-SECRET_PREFIX, SECRET_SUFFIX = "TUNESPEC_SECRET_", "_ARN"
-FAILURE_FILE = Path("/opt/ml/output/failure")  # SageMaker shows its text as the job's FailureReason
-
-
-def _plan_json(plan: dict) -> str:
-    return json.dumps(plan, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+FAILURE_FILE = Path(contract.FAILURE_FILE)
 
 
 def package_files() -> Dict[str, bytes]:
@@ -55,7 +52,7 @@ def sourcedir_files(plan: dict) -> Dict[str, bytes]:
     return {
         **package_files(),
         sourcedir["entry_point"]: ENTRY_SOURCE.encode(),
-        sourcedir["plan"]: _plan_json(plan).encode(),
+        sourcedir["plan"]: contract.canonical_json(plan).encode(),
         "requirements.txt": "".join(line + "\n" for line in sourcedir["requirements"]).encode(),
     }
 
@@ -96,15 +93,9 @@ def container_plan(plan: dict, task: str) -> dict:
     return adjusted
 
 
-def secret_arns(environ: Dict[str, str]) -> Dict[str, str]:
-    """`TUNESPEC_SECRET_HF_TOKEN_ARN=arn:...` → {"HF_TOKEN": "arn:..."}."""
-    return {key[len(SECRET_PREFIX):-len(SECRET_SUFFIX)]: value for key, value in environ.items()
-            if key.startswith(SECRET_PREFIX) and key.endswith(SECRET_SUFFIX)}
-
-
 def resolve_secrets(environ=os.environ) -> None:
     """Set each `TUNESPEC_SECRET_<VARIABLE>_ARN` secret's value as <VARIABLE>, read in the secret's own region."""
-    arns = secret_arns(dict(environ))
+    arns = contract.secret_arns(dict(environ))
     if not arns:
         return
     import boto3  # present in every SageMaker framework image
@@ -153,18 +144,18 @@ def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
     arguments = _arguments(argv)
     code_dir = code_dir or Path(__file__).resolve().parents[2]
     task = arguments.get("tunespec_task", "train")
-    plan = container_plan(json.loads((code_dir / arguments.get("tunespec_plan", "plan.json")).read_text()), task)
+    plan = container_plan(json.loads((code_dir / arguments.get("tunespec_plan", contract.PLAN_FILE)).read_text()), task)
     backend = plan["backend"]
     resolve_secrets()
     model_dir = Path(backend["container"]["model_dir"])
     run_dir = Path(backend["container"]["run_dir"]) if task == "train" else model_dir
     if task == "merge":
-        _stage_previous_run(Path("/opt/ml/input/data/run"), model_dir)
+        _stage_previous_run(Path(contract.CHANNEL_ROOT) / contract.RUN_CHANNEL, model_dir)
     plan_path = Path("/tmp/tunespec") / f"plan-{task}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     # Every torchrun process writes the same text: replace atomically so none reads a partial file.
     partial = plan_path.with_suffix(f".{os.getpid()}.tmp")
-    partial.write_text(_plan_json(plan))
+    partial.write_text(contract.canonical_json(plan))
     os.replace(partial, plan_path)
     sys.argv = [TASK_MODULES[task], "--plan", str(plan_path), "--run-dir", str(run_dir)]
     try:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
-"""Regenerate compiler/catalog/sagemaker_constraints.json from botocore's SageMaker service model.
+"""Regenerate schema/sagemaker_constraints.json from botocore's SageMaker service model.
 
 botocore's ParamValidator checks types, required and unknown keys, but not the service model's
 `min`/`max`/`pattern`/`enum` (the service does, after the request is sent). `tunespec plan` has no
 botocore, so the shapes a CreateTrainingJob request reaches are kept as a small data file and
-checked by compiler/sagemaker_validate.py.
+checked by schema/sagemaker_api.py.
 
     python scripts/update_sagemaker_constraints.py          # rewrite the file
     python scripts/update_sagemaker_constraints.py --check  # exit 1 when it is out of date
@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-TARGET = Path(__file__).resolve().parents[1] / "compiler" / "catalog" / "sagemaker_constraints.json"
+TARGET = Path(__file__).resolve().parents[1] / "schema" / "sagemaker_constraints.json"
 OPERATIONS = ("CreateTrainingJob",)
 KEPT_FIELDS = ("type", "min", "max", "pattern", "enum", "required")
 

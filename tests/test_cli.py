@@ -119,7 +119,8 @@ def test_explicit_bf16_on_a_cpu_without_it_warns_at_plan_and_is_refused_at_apply
 
 def _interrupted_run(folder):
     """A run folder as a kill -9 after step 3 leaves it: its plan, events and checkpoint-2."""
-    from tunespec.compiler.plan import build_plan, canonical_json
+    from tunespec.compiler.plan import build_plan
+    from tunespec.schema.contract import canonical_json
     from tunespec.compiler.spec_loader import load_spec
 
     folder.mkdir()

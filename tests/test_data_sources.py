@@ -11,9 +11,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tunespec.compiler.plan import build_plan, canonical_json
+from tunespec.compiler.plan import build_plan
+from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
-from tunespec.data_files import DataError
+from tunespec.schema.data_files import DataError
 from tunespec.runtime import data
 
 from .conftest import REPO

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from tunespec.compiler.plan import build_plan, canonical_json
+from tunespec.compiler.plan import build_plan
+from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
 
 from .conftest import REPO

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tunespec.compiler.host import Host
+from tunespec.schema.host import Host
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.render import write_plan_folder
 from tunespec.compiler.spec_loader import load_spec

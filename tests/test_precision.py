@@ -1,7 +1,7 @@
-"""`training.precision` resolved for the machine a plan runs on (compiler/precision.py, compiler/host.py)."""
+"""`training.precision` resolved for the machine a plan runs on (compiler/precision.py, schema/host.py)."""
 import pytest
 
-from tunespec.compiler.host import Host
+from tunespec.schema.host import Host
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.compiler.summary import summary_sections

@@ -19,7 +19,7 @@ import pytest
 from botocore.stub import Stubber
 from rich.console import Console
 
-from tunespec.cli import exit_codes
+from tunespec.schema import exit_codes
 from tunespec.runtime import sagemaker as runtime
 from tunespec.runtime.errors import BackendError
 from tunespec.runtime.sourcedir import build_sourcedir, resolve_secrets

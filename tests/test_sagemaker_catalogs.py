@@ -5,19 +5,19 @@ import subprocess
 
 import pytest
 
-from tunespec.compiler import sagemaker_validate
+from tunespec.schema import sagemaker_api
 
 from .conftest import REPO
 from .test_sagemaker_sdk_parity import SDK_PYTHON
 
-CATALOG = REPO / "compiler" / "catalog"
+SCHEMA = REPO / "schema"
 
 
 def test_constraints_match_the_installed_botocore_service_model():
     botocore = pytest.importorskip("botocore")
     from botocore.loaders import Loader
 
-    recorded = json.loads((CATALOG / "sagemaker_constraints.json").read_text())
+    recorded = json.loads((SCHEMA / "sagemaker_constraints.json").read_text())
     if recorded["source"]["botocore"] == botocore.__version__:
         done = subprocess.run(["python", str(REPO / "scripts" / "update_sagemaker_constraints.py"), "--check"],
                               capture_output=True, text=True)
@@ -33,9 +33,9 @@ def test_constraints_match_the_installed_botocore_service_model():
 
 
 def test_constraints_hold_the_limits_the_issue_names():
-    assert sagemaker_validate.shape("KeepAlivePeriodInSeconds")["max"] == 21600
-    assert sagemaker_validate.shape("TrainingJobName")["max"] == 63
-    assert "ml.p4d.24xlarge" in sagemaker_validate.shape("TrainingInstanceType")["enum"]
+    assert sagemaker_api.shape("KeepAlivePeriodInSeconds")["max"] == 21600
+    assert sagemaker_api.shape("TrainingJobName")["max"] == 63
+    assert "ml.p4d.24xlarge" in sagemaker_api.shape("TrainingInstanceType")["enum"]
 
 
 def test_image_catalogue_matches_the_sdk():

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunespec.compiler import backend_sagemaker, sagemaker_jobs, sagemaker_requests, sagemaker_validate
+from tunespec.compiler import backend_sagemaker
 from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
+from tunespec.schema import contract, sagemaker_api
 
 from .conftest import REPO
 
@@ -150,18 +151,18 @@ def test_jobs_carry_the_spec_and_plan_tags_and_user_tags_cannot_take_them(tmp_pa
 
 def test_longest_spec_name_still_gives_valid_job_names(tmp_path, monkeypatch):
     backend = make_plan(tmp_path, monkeypatch, name="n" * 48, outputs={"merged_model": True})["backend"]
-    last_retry = sagemaker_requests.attempt_requests(backend["create_training_job_request"],
-                                                     backend["merge_job_request"], sagemaker_jobs.MAX_ATTEMPT)
+    last_retry = contract.attempt_requests(backend["create_training_job_request"],
+                                           backend["merge_job_request"], contract.MAX_ATTEMPT)
     for request in (backend["create_training_job_request"], backend["merge_job_request"], *last_retry):
         assert JOB_NAME.fullmatch(request["TrainingJobName"]) and len(request["TrainingJobName"]) <= 63
-        assert sagemaker_validate.problems(request) == []
+        assert sagemaker_api.problems(request) == []
 
 
 def test_a_retry_is_the_same_job_under_the_next_name_resuming_from_the_plan_checkpoints(tmp_path, monkeypatch):
     backend = make_plan(tmp_path, monkeypatch, outputs={"merged_model": True},
                         backend={"checkpoint_s3": "s3://tunespec-test/checkpoints"})["backend"]
     train, merge = backend["create_training_job_request"], backend["merge_job_request"]
-    retried, retried_merge = sagemaker_requests.attempt_requests(train, merge, 2)
+    retried, retried_merge = contract.attempt_requests(train, merge, 2)
     name = backend["job_name"]
     assert retried["TrainingJobName"] == f"{name}-r2" and retried_merge["TrainingJobName"] == f"{name}-r2-m"
     assert json.loads(retried["HyperParameters"]["sagemaker_job_name"]) == f"{name}-r2"
@@ -171,11 +172,11 @@ def test_a_retry_is_the_same_job_under_the_next_name_resuming_from_the_plan_chec
     run_channel = retried_merge["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"]
     assert run_channel == f"s3://tunespec-test/runs/{name}-r2/output/model/"
     # Only the merge failed: its retry merges what the first training job left.
-    _, merge_only = sagemaker_requests.attempt_requests(train, merge, 1, trained_job_name=name)
+    _, merge_only = contract.attempt_requests(train, merge, 1, trained_job_name=name)
     assert merge_only["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
         f"s3://tunespec-test/runs/{name}/output/model/"
-    assert sagemaker_jobs.parse_job_name(f"{name}-r2-m", name) == (2, True)
-    assert sagemaker_jobs.parse_job_name(f"{name}-other", name) is None
+    assert contract.parse_job_name(f"{name}-r2-m", name) == (2, True)
+    assert contract.parse_job_name(f"{name}-other", name) is None
 
 
 def test_hyperparameters_are_json_quoted_and_point_at_the_uploaded_sourcedir(tmp_path, monkeypatch):
@@ -314,7 +315,7 @@ def test_validator_reports_pattern_length_enum_and_unknown_members():
                "OutputDataConfig": {"S3OutputPath": "s3://b/o"}, "Unknown": 1,
                "ResourceConfig": {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 1},
                "StoppingCondition": {"MaxRuntimeInSeconds": 1}, "HyperParameters": {"x": "y" * 2501}}
-    found = dict(sagemaker_validate.problems(request))
+    found = dict(sagemaker_api.problems(request))
     assert "does not match the pattern" in found[("TrainingJobName",)]
     assert "not one of" in found[("AlgorithmSpecification", "TrainingInputMode")]
     assert "longer than 2500" in found[("HyperParameters", "x")]
@@ -329,6 +330,6 @@ def test_image_uris_follow_region_partition_and_processor():
 
 
 def test_compiling_imports_no_aws_library():
-    code = ("import sys; from tunespec.compiler import backend_sagemaker, sagemaker_validate; "
+    code = ("import sys; from tunespec.compiler import backend_sagemaker, sagemaker_validate; from tunespec.schema import sagemaker_api; "
             "sys.exit(' '.join(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules) or None)")
     assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0

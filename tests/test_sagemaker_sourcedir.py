@@ -4,6 +4,7 @@ import json
 import tarfile
 
 from tunespec.runtime import sourcedir
+from tunespec.schema import contract
 
 from .test_sagemaker_compile import make_plan
 
@@ -37,4 +38,4 @@ def test_container_plan_reads_inputs_from_channels_and_leaves_the_merge_to_the_m
 
 def test_secret_arns_are_found_by_their_variable_names():
     environ = {"TUNESPEC_SECRET_HF_TOKEN_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:x", "PATH": "/bin"}
-    assert sourcedir.secret_arns(environ) == {"HF_TOKEN": "arn:aws:secretsmanager:us-east-1:1:secret:x"}
+    assert contract.secret_arns(environ) == {"HF_TOKEN": "arn:aws:secretsmanager:us-east-1:1:secret:x"}

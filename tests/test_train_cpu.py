@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from tunespec.compiler.plan import build_plan, canonical_json
+from tunespec.compiler.plan import build_plan
+from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
-from tunespec.package_files import package_file
+from tunespec.schema.package_files import package_file
 from tunespec.runtime import run_layout
 from tunespec.runtime.local import apply_local, trainer_command
 from tunespec.runtime.progress import read_events

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tunespec.compiler.plan import build_plan, canonical_json
+from tunespec.compiler.plan import build_plan
+from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
 
 from .seed_models import save_tiny_model

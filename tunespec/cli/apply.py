@@ -1,5 +1,5 @@
 """`tunespec apply [SPEC | PLAN_DIR | RUN_DIR]`: run a plan on its backend (the embedded default with no argument)."""
-from . import exit_codes
+from ..schema import exit_codes
 from .console import out
 from .lock import refuse_drift
 from .plan_source import (DEFAULT_SPEC, CommandLineError, load_target, refuse_run_dir_off_local,

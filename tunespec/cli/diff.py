@@ -15,7 +15,8 @@ from ..compiler.errors import SpecError
 from ..compiler.plan import build_plan
 from ..compiler.render import plan_files
 from ..compiler.spec_loader import load_spec
-from . import exit_codes, revisions
+from ..schema import exit_codes
+from . import revisions
 from .console import out
 
 

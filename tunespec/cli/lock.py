@@ -7,7 +7,7 @@ from typing import Optional
 
 from ..compiler import lock
 from ..compiler.plan import build_plan
-from . import exit_codes
+from ..schema import exit_codes
 from .loading import load_spec_argument
 
 

@@ -6,7 +6,8 @@ from typing import List, Optional
 from ..compiler.errors import SpecError
 from ..compiler.lock import LockDrift
 from ..runtime.errors import BackendError, MissingExtra, missing_extra
-from . import apply, diff, evaluate, exit_codes, generate, lock, plan, probe, schema, status, validate
+from ..schema import exit_codes
+from . import apply, diff, evaluate, generate, lock, plan, probe, schema, status, validate
 from .plan_source import CommandLineError
 
 # Each verb module has `add_parser(subparsers)` and `run(args) -> int`.

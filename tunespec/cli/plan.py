@@ -3,11 +3,12 @@ import sys
 from pathlib import Path
 
 from ..compiler.errors import SpecError
-from ..compiler.plan import build_plan, canonical_json
+from ..compiler.plan import build_plan
+from ..schema.contract import canonical_json
 from ..compiler.render import write_plan_folder
 from ..compiler.summary import summary_markdown, summary_sections
 from ..compiler.tune import tuned_plan
-from . import exit_codes
+from ..schema import exit_codes
 from .console import out, print_sections
 from .lock import check_lock, copy_entry, write_lock
 from .loading import load_spec_argument

@@ -10,8 +10,9 @@ from typing import Iterator, Optional
 
 from ..compiler.errors import SpecError
 from ..compiler.plan import build_plan
-from ..compiler.render import PLAN_FILE, write_plan_folder
+from ..compiler.render import write_plan_folder
 from ..runtime.run_layout import is_run_dir
+from ..schema.contract import PLAN_FILE
 from .loading import load_spec_argument
 
 DEFAULT_SPEC = "smollm2-viggo-lora.yaml"

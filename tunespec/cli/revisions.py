@@ -9,9 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-from ..compiler import data_sources, lock
+from ..compiler import lock
 from ..compiler.errors import SpecError
 from ..compiler.spec_loader import load_spec
+from ..schema.contract import data_source_kind
 
 SPEC_LINE = re.compile(r"^apiVersion:\s*[\"']?tunespec/v1\b", re.M)
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -103,7 +104,7 @@ def dependencies(root: Path, relative: str) -> Set[str]:
     named = [source.path for source in (spec.data.train, spec.data.eval) if source is not None]
     named += [spec.model.source] + ([spec.model.architecture] if spec.model.architecture else [])
     found |= {os.path.normpath(os.path.join(spec_dir, path)) for path in named
-              if data_sources.source_kind(path) == "local"}
+              if data_source_kind(path) == "local"}
     return found
 
 

@@ -1,4 +1,5 @@
-"""The exit codes CI reads (README, "Exit codes"). 2 is only ever an invalid spec."""
+"""The exit codes CI reads (README, "Exit codes"): the CLI and the runtime return them. 2 is only ever an
+invalid spec."""
 OK = 0  # success; for `diff --exit-code` and `plan --check-lock`: nothing changed, nothing drifted
 FAILED = 1  # a backend or this machine failed (not the spec)
 INVALID_SPEC = 2  # the spec (or a spec at a git revision) is refused, with file:line:column

@@ -1,4 +1,4 @@
-"""Facts about the machine the compiler runs on, for plans that run here (the local CPU backend).
+"""Facts about this machine: the compiler plans local runs for it, and local apply checks it again.
 
 A local CPU plan is made for this machine: its precision (`precision: auto`), memory capacity and
 speed come from what this CPU computes natively. Tests pass a fixed `Host` so golden plans do not

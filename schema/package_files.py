@@ -7,7 +7,7 @@ import importlib.util
 from importlib import metadata
 from pathlib import Path
 
-PREFIX = "pkg://"
+from .contract import PACKAGE_SCHEME
 
 
 class PackageFileError(LookupError):
@@ -15,12 +15,12 @@ class PackageFileError(LookupError):
 
 
 def is_package_uri(path: str) -> bool:
-    return path.startswith(PREFIX)
+    return path.startswith(PACKAGE_SCHEME)
 
 
 def package_file(uri: str) -> Path:
     """The local file behind a `pkg://` URI; raises PackageFileError when it is not installed."""
-    distribution, _, relative = uri[len(PREFIX):].partition("/")
+    distribution, _, relative = uri[len(PACKAGE_SCHEME):].partition("/")
     if not distribution or not relative:
         raise PackageFileError(f"{uri}: expected pkg://DISTRIBUTION/PATH")
     try:
