@@ -81,6 +81,11 @@ COMM_EFFICIENCY = 0.7
 # the Llama-3-8B shape (LoRA and QLoRA, H100 and H200, with and without checkpointing, 1 and 2 GPUs;
 # benchmarks/gpu/results-*.json, replayed by benchmarks/estimate_errors.py). Its profile is issue 15's.
 TRAINER_CPU_PER_LAYER_PASS_S = 5.0e-3
+# ... scaled by the attention kernel of packed batches (compiler/attention.py): those six runs packed
+# under sdpa (a dense document mask), so sdpa is the calibration. The others are uncalibrated (1.0)
+# until apply runs measure them (benchmarks/gpu/packed_apply.py); a plain loop on an H200 lost 8% of
+# tokens/s under sdpa's document mask and nothing under flex attention's.
+TRAINER_PACKED_ATTENTION_SCALE = {"sdpa": 1.0, "eager": 1.0, "flex_attention": 1.0, "flash_attention_2": 1.0}
 TRAINER_MODULE = "tunespec.runtime.train"
 # FSDP sharded over several processes: each wrapped layer's all-gather (and in backward its
 # reduce-scatter) is issued and waited for on the CPU path: +1.5-2.5 ms per layer and pass measured on
@@ -233,7 +238,7 @@ def estimate_throughput(plan: dict) -> dict:
     if experts_nf4:
         cpu_s += layers * passes * arch["num_local_experts"] * CPU_PER_NF4_EXPERT_PASS_S
     if (plan.get("launch") or {}).get("module") == TRAINER_MODULE:
-        cpu_s += layers * passes * TRAINER_CPU_PER_LAYER_PASS_S
+        cpu_s += layers * passes * TRAINER_CPU_PER_LAYER_PASS_S * TRAINER_PACKED_ATTENTION_SCALE[attn_impl]
     if parallel["strategy"] in ("fsdp", "smp") and (parallel.get("shard_degree") or 1) > 1:
         cpu_s += layers * passes * FSDP_SHARDED_CPU_PER_LAYER_PASS_S
 

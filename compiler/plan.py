@@ -7,7 +7,7 @@ from .. import __version__
 from ..schema.contract import digest, model_source_kind
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import budget, catalog, data_sources, rules, templates
+from . import attention, budget, catalog, data_sources, rules, templates
 from .errors import SpecError
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
@@ -28,7 +28,6 @@ def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:
         "source_kind": kind,
         "revision": spec.revision,
         "trust_remote_code": spec.trust_remote_code,
-        "attn_implementation": spec.attn_implementation,
         "offline": spec.offline,
         "architecture": arch,
     }
@@ -174,7 +173,7 @@ def _batch_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
     return batch
 
 
-def _trainer_section(loaded: LoadedSpec, precision: str, data: dict) -> dict:
+def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implementation: str) -> dict:
     t = loaded.spec.training
     tracking = loaded.spec.tracking
     report_to = [name for name, on in (("tensorboard", tracking.tensorboard), ("wandb", tracking.wandb),
@@ -209,6 +208,7 @@ def _trainer_section(loaded: LoadedSpec, precision: str, data: dict) -> dict:
         "max_length": data["max_seq_length"],
         "packing": data["packing"],
         "completion_only_loss": data["completion_only_loss"],
+        "pad_to_multiple_of": attention.flex_pad_to_multiple_of(attn_implementation, data),
         "fsdp": "",
         "fsdp_config": None,
     }
@@ -305,7 +305,10 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     plan["parallel"] = _parallel_section(loaded, plan["devices"], arch)
     plan["data"] = _data_section(loaded, cwd)
     plan["batch"] = _batch_section(loaded, plan["parallel"], plan["data"])
-    plan["trainer"] = _trainer_section(loaded, plan["precision"]["resolved"], plan["data"])
+    plan["model"]["attn_implementation"], plan["model"]["attn_reason"] = attention.choose_attention(
+        spec.model.attn_implementation, spec.backend.type, plan["devices"], plan["data"])
+    plan["trainer"] = _trainer_section(loaded, plan["precision"]["resolved"], plan["data"],
+                                       plan["model"]["attn_implementation"])
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
     plan["tracking"] = spec.tracking.model_dump()
     plan["outputs"] = spec.outputs.model_dump()

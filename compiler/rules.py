@@ -76,6 +76,9 @@ def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
                             ("training", "liger_kernels"), hint="set `liger_kernels: false`")
         if spec.model.attn_implementation == "flash_attention_2":
             raise SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"), hint="use `sdpa`")
+        if spec.model.attn_implementation == "flex_attention":
+            raise SpecError("flex attention has no backward pass on a CPU (torch raises NotImplementedError)",
+                            ("model", "attn_implementation"), hint="use `sdpa` (or `auto`)")
         if emulated_bf16(plan) and not plan["precision"]["allow_emulated_bf16"]:
             return [warning("bf16-emulated-on-cpu",
                             f"this CPU ({devices['cpu']['capability']}) has no native bf16: bf16 training is "
@@ -207,8 +210,9 @@ def neuron_rules(spec: Spec, plan: dict) -> List[dict]:
                                             dist.tensor_parallel_degree):
         raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the model's "
                         f"attention heads", ("distribution", "tensor_parallel_degree"))
-    if spec.model.attn_implementation == "flash_attention_2":
-        raise SpecError("flash_attention_2 is a CUDA kernel", ("model", "attn_implementation"), hint="use `sdpa`")
+    if spec.model.attn_implementation in ("flash_attention_2", "flex_attention"):
+        raise SpecError(f"{spec.model.attn_implementation} is a CUDA kernel", ("model", "attn_implementation"),
+                        hint="use `sdpa`")
     return []
 
 

@@ -38,6 +38,7 @@ def model_rows(plan: dict) -> List[Row]:
         text += f"; {q['bits']}-bit {q['quant_type']}{' double-quant' if q['double_quant'] else ''}, " \
                 f"compute {q['compute_dtype']}, storage {q['storage_dtype']}, k-bit preparation {q['kbit_preparation']}"
     rows.append(("method", text))
+    rows.append(("attention", f"{model['attn_implementation']} ({model['attn_reason']})"))
     return rows
 
 

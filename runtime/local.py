@@ -23,9 +23,9 @@ from rich.table import Table
 
 from ..schema.contract import canonical_json
 from ..schema.host import detect_host
+from ..schema.kernels import missing_kernels
 from ..schema.package_files import PackageFileError, is_package_uri, package_file
 from .errors import MissingExtra, RunNotReady
-from .kernels import missing_kernels
 from .progress import read_events
 from .progress_state import RunState, clock, number, planned_step_seconds
 from .progress_view import ProgressView

@@ -21,7 +21,7 @@ from pathlib import Path
 from .progress import LOADING, READING_DATA, SAVING, WRITING, ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
-from .kernels import missing_kernels
+from ..schema.kernels import missing_kernels
 from .train_env import prepare_environment
 
 EXIT_DATA, EXIT_MODEL, EXIT_OOM, EXIT_PLAN = 3, 4, 5, 6
@@ -138,6 +138,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
         logger.info("resuming from %s", checkpoint)
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
     model = smp.load_model(plan, path) if _uses_smp(plan) else model_loading.load_model(plan, path)
+    logger.info("attention kernel: %s", model.config._attn_implementation)
     memory_phases = memory_phases_callback()
     memory_phases.peaks["loaded"] = cuda_peak_bytes()
     callback = ProgressCallback(progress)

@@ -24,5 +24,12 @@ class ModelSpec(SpecModel):
     )
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
     trust_remote_code: bool = False
-    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
+        "auto",
+        description=(
+            "The attention kernel. `auto`: the compiler chooses from what the trainer's environment has "
+            "(varlen flash attention where flash-attn is installed, else torch's flex attention with a "
+            "document mask for packed batches on a GPU, else sdpa); the plan says which and why."
+        ),
+    )
     offline: bool = Field(False, description="Never contact a model hub at run time.")

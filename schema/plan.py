@@ -114,7 +114,10 @@ class ModelSection(PlanModel):
     source_kind: Literal["hub", "s3", "package", "gguf", "local"] = _doc("How `source` is loaded.")
     revision: Optional[str] = _doc("Hub revision (branch, tag or commit).")
     trust_remote_code: bool = _doc("Passed to from_pretrained: run the repository's own model code.")
-    attn_implementation: str = _doc("Passed to from_pretrained (sdpa, eager, flash_attention_2).")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flex_attention"] = _doc(
+        "The attention kernel the trainer runs, passed to from_pretrained as is (`auto` resolved by the compiler).")
+    attn_reason: str = _doc("Why this kernel: the spec's choice, or what `auto` found (summary line).",
+                            json_schema_extra=REVIEW_ONLY)
     offline: bool = _doc("Load from the local Hugging Face cache only (HF_HUB_OFFLINE).")
     architecture: Architecture = _doc("The model's shape; the estimator and probe read it.")
     parameters: Parameters = _doc("Parameter counts of the model and of what trains.")
@@ -273,6 +276,9 @@ class TrainerSection(PlanModel):
     max_length: int = _doc("SFTConfig max_length (data.max_seq_length).", gt=0)
     packing: bool = _doc("SFTConfig packing.")
     completion_only_loss: bool = _doc("SFTConfig completion_only_loss.")
+    pad_to_multiple_of: Optional[int] = _doc("SFTConfig pad_to_multiple_of: flex attention pads packed rows to a "
+                                             "multiple of the sequence length (few static shapes to compile).",
+                                             gt=0)
     fsdp: str = _doc("TrainingArguments `fsdp` words (empty without FSDP).")
     fsdp_config: Optional[FsdpConfig] = _doc("TrainingArguments `fsdp_config` (null without FSDP).")
 

@@ -24,7 +24,7 @@ def _row(table: Table, name: str, measured, estimated, unit: str) -> None:
 
 def run(args) -> int:
     loaded = load_spec_argument(args.spec)
-    from ..runtime.kernels import missing_kernels
+    from ..schema.kernels import missing_kernels
     from ..runtime.probe import local_hardware, measure
 
     hardware = local_hardware()
