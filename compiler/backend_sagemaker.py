@@ -14,6 +14,12 @@ from .errors import SpecError
 from .sagemaker_image import images, instance_family, training_image_uri
 from .sagemaker_requests import (ENTRY_POINT, PLAN_IN_SOURCEDIR, distribution_hyperparameters, estimator_args,
                                  merge_request, sdk_hyperparameters, training_request)
+from .supports import BackendSupport
+
+# The job runs tunespec's trainer (runtime/sourcedir.py) in a PyTorch framework image, under torchrun
+# or SMP v2 (runtime/smp.py); Trainium runs on HyperPod/Slurm. No trainer trains in fp8.
+SUPPORTS = BackendSupport(strategies=("none", "ddp", "fsdp", "device_map", "smp"), devices=("cpu", "cuda"),
+                          precisions=("fp32", "bf16", "fp16"))
 
 # What the container installs beside the image's own PyTorch (pinned to the image's version, so pip
 # fails instead of silently replacing the image's CUDA build). Versions: those tunespec is tested with.

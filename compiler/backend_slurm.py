@@ -14,7 +14,12 @@ from typing import Dict, List, Optional
 from ..schema.contract import PLAN_FILE, SLURM_SCRIPT_DIR, slurm_done_marker, slurm_log
 from . import catalog
 from .errors import SpecError
+from .supports import BackendSupport
 
+# sbatch scripts run torchrun per node (GPU, CPU) or seed 003's neuron_parallel_compile flow (Trainium);
+# SMP v2 exists only in SageMaker's images. No trainer trains in fp8.
+SUPPORTS = BackendSupport(strategies=("none", "ddp", "fsdp", "device_map", "neuron"),
+                          devices=("cpu", "cuda", "trainium"), precisions=("fp32", "bf16", "fp16"))
 # Torch's rendezvous port, offset by the job id so that two jobs sharing a node do not collide.
 RDZV_BASE_PORT = 29500
 # Values written into the scripts. `#SBATCH` lines are read by sbatch, not by a shell, so quoting

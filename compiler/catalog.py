@@ -454,6 +454,7 @@ def lookup_instance(name: str, path: SpecPath = ("backend", "instance_type")) ->
         peak_bf16_tflops=accelerator["peak_bf16_tflops"],
         peak_fp32_tflops=accelerator["peak_fp32_tflops"],
         supports_bf16=accelerator["supports_bf16"],
+        supports_fp8=accelerator.get("supports_fp8", False),
         memory_bandwidth_gbps=accelerator["memory_bandwidth_gbps"],
         neuron_cores=accelerator.get("neuron_cores"),  # per chip
         price_source=hardware["price_source"].get("ec2" if entry["market"] == "ec2-rate" else entry["market"]),

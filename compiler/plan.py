@@ -7,7 +7,7 @@ from .. import __version__
 from ..schema.contract import digest, model_source_kind
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import attention, budget, catalog, data_sources, rules, templates
+from . import attention, budget, catalog, data_sources, rules
 from .errors import SpecError
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
@@ -248,9 +248,9 @@ def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:
         from .backend_slurm import compile_slurm
 
         return compile_slurm(plan, backend.model_dump())
-    templates.placeholders(backend.run_dir, ("backend", "run_dir"), allowed=("name",))
-    return {"type": "local", "device": backend.device, "run_dir": backend.run_dir.format(name=plan["spec"]["name"]),
-            "files": {}}
+    from .backend_local import compile_local
+
+    return compile_local(plan, backend.model_dump())
 
 
 def build_plan(loaded: LoadedSpec, cwd: Optional[Path] = None, enforce_budget: bool = True,

@@ -12,6 +12,7 @@ from . import catalog
 from .data_sources import CHARS_PER_TOKEN
 from .errors import SpecError, SpecPath
 from .precision import emulated_bf16
+from .supports import backend_runs_plan
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma")
@@ -378,6 +379,7 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     lora_rank_fits_model,
     sagemaker_tags_allowed,
     rows_fit_sequence,
+    backend_runs_plan,
 ]
 
 

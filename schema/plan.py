@@ -5,9 +5,12 @@ schema/tunespec-plan-v1.schema.json. Sections are of two kinds:
 
 - execution sections (model, method, devices, precision, parallel, data, batch, trainer, launch,
   tracking, outputs, secrets, backend): what `apply` runs, read by the backends and the trainer;
-- review-only sections (warnings, estimates, tuning), marked `x-review-only` in the schema: what a
-  reviewer reads. Nothing in them may influence what `apply` does, as in Terraform's plan: the runtime
-  never reads them, so a plan whose review sections are stripped runs exactly the same.
+- review-only sections (warnings, estimates, tuning), and review-only fields inside execution sections
+  (what the estimate was made from: data statistics, parameter counts, device datasheet numbers),
+  marked `x-review-only` in the schema: what a reviewer reads. Nothing in them may influence what
+  `apply` does, as in Terraform's plan.
+
+tests/test_plan_fields_honoured.py fails for an execution field that nothing which runs the plan reads.
 
 Sub-dicts that mirror a spec section reuse the spec's model (tracking, outputs, secrets, quantization,
 data format, distribution settings); AWS request bodies are typed by the AWS API they are sent to and
@@ -119,8 +122,9 @@ class ModelSection(PlanModel):
     attn_reason: str = _doc("Why this kernel: the spec's choice, or what `auto` found (summary line).",
                             json_schema_extra=REVIEW_ONLY)
     offline: bool = _doc("Load from the local Hugging Face cache only (HF_HUB_OFFLINE).")
-    architecture: Architecture = _doc("The model's shape; the estimator and probe read it.")
-    parameters: Parameters = _doc("Parameter counts of the model and of what trains.")
+    architecture: Architecture = _doc("The model's shape: the estimator reads it, and `tunespec probe` builds its "
+                                      "model from every key (runtime/probe.py).")
+    parameters: Parameters = _doc("Parameter counts of the model and of what trains.", json_schema_extra=REVIEW_ONLY)
 
 
 # ---- method ----------------------------------------------------------------------------------------
@@ -131,7 +135,8 @@ class LoraSection(PlanModel):
     dropout: float = _doc("Dropout on the adapters' input (resolved: 0 when MoE experts are adapted).", ge=0, lt=1)
     target_modules: List[str] = _doc("nn.Linear modules that get adapters (resolved from `all-linear`).")
     target_parameters: List[str] = _doc("Fused expert parameters that get adapters (PEFT target_parameters).")
-    include_experts: bool = _doc("MoE experts are adapted (target_parameters is not empty).")
+    include_experts: bool = _doc("MoE experts are adapted (target_parameters is not empty).",
+                                 json_schema_extra=REVIEW_ONLY)
     bias: Literal["none", "all", "lora_only"] = _doc("PEFT's `bias`.")
     use_dora: bool = _doc("DoRA (weight-decomposed LoRA).")
 
@@ -154,19 +159,26 @@ class HostCpu(PlanModel):
 class DevicesSection(PlanModel):
     kind: Literal["cpu", "cuda", "trainium"] = _doc("Device family the run uses.")
     accelerator: str = _doc("Accelerator name (GPU model, Trainium, or `cpu`).")
-    memory_gib: Optional[float] = _doc("Memory per device (per NeuronCore on Trainium); null when unknown.")
-    per_node: int = _doc("Devices per node (NeuronCores on Trainium).", gt=0)
+    memory_gib: Optional[float] = _doc("Memory per device (per NeuronCore on Trainium); null when unknown.",
+                                       json_schema_extra=REVIEW_ONLY)
+    per_node: int = _doc("Devices per node (NeuronCores on Trainium); launch.processes_per_node is what starts.",
+                         gt=0, json_schema_extra=REVIEW_ONLY)
     nodes: int = _doc("Nodes (instances).", gt=0)
     world_size: int = _doc("Devices in all: per_node x nodes.", gt=0)
     instance_type: Optional[str] = _doc("The `ml.*` instance type, when the hardware is one.")
-    peak_tflops: Optional[float] = _doc("Datasheet dense bf16 TFLOPS per device.")
-    hardware: Optional[str] = _doc("The hardware name the catalog looked up.", default=None)
-    cpu: Optional[HostCpu] = _doc("The CPU a local CPU plan was made for.", default=None)
+    peak_tflops: Optional[float] = _doc("Datasheet dense bf16 TFLOPS per device.", json_schema_extra=REVIEW_ONLY)
+    hardware: Optional[str] = _doc("The hardware name the catalog looked up.", default=None,
+                                   json_schema_extra=REVIEW_ONLY)
+    cpu: Optional[HostCpu] = _doc("The CPU a local CPU plan was made for (local apply checks this machine again).",
+                                  default=None, json_schema_extra=REVIEW_ONLY)
 
 
 class PrecisionSection(PlanModel):
-    requested: Literal["auto", "bf16", "fp16", "fp32", "fp8"] = _doc("training.precision as written.")
-    resolved: Literal["bf16", "fp16", "fp32", "fp8"] = _doc("The precision the run uses on these devices.")
+    requested: Literal["auto", "bf16", "fp16", "fp32", "fp8"] = _doc("training.precision as written.",
+                                                                     json_schema_extra=REVIEW_ONLY)
+    resolved: Literal["bf16", "fp16", "fp32", "fp8"] = _doc(
+        "The precision the run uses on these devices; the trainer runs it as trainer.bf16 / trainer.fp16, and "
+        "a precision the backend cannot train is refused (compiler/supports.py).", json_schema_extra=REVIEW_ONLY)
     reason: Optional[str] = _doc("Why `auto` resolved as it did.")
     allow_emulated_bf16: bool = _doc("training.allow_emulated_bf16: bf16 on a CPU that emulates it.")
 
@@ -182,8 +194,10 @@ class ParallelSection(PlanModel):
     world_size: int = _doc("Trainer processes in all.", gt=0)
     data_parallel: int = _doc("Data-parallel replicas (the global batch's multiplier).", gt=0)
     tensor_parallel: int = _doc("Tensor-parallel degree.", gt=0)
-    expert_parallel: int = _doc("Expert-parallel degree (SMP).", gt=0)
-    shard_degree: int = _doc("Processes one parameter is sharded over (FSDP / SMP hybrid shard).", gt=0)
+    expert_parallel: int = _doc("Expert-parallel degree (SMP) the estimate assumes; SMP reads settings.",
+                                gt=0, json_schema_extra=REVIEW_ONLY)
+    shard_degree: int = _doc("Processes one parameter is sharded over (FSDP / SMP hybrid shard), as estimated; the "
+                             "trainer reads trainer.fsdp or settings.", gt=0, json_schema_extra=REVIEW_ONLY)
     pipeline_stages: int = _doc("Pipeline stages (device_map: GPUs the layers are placed over).", gt=0)
     settings: Dict[str, Any] = _doc("The spec's distribution settings with defaults, `strategy` left out; "
                                     "checked against the spec's distribution model of `strategy`.")
@@ -208,7 +222,8 @@ class DataSourceSection(PlanModel):
     format: Optional[Literal["json", "jsonl", "csv", "tsv", "parquet"]] = _doc("File format (null for hub).")
     split: Optional[str] = _doc("Hub dataset split.")
     limit: Optional[int] = _doc("Use only the first N rows.", gt=0)
-    stats: Optional[SourceStats] = _doc("What planning read from a local file.", default=None)
+    stats: Optional[SourceStats] = _doc("What planning read from a local file.", default=None,
+                                        json_schema_extra=REVIEW_ONLY)
 
 
 class DataSection(PlanModel):
@@ -219,8 +234,10 @@ class DataSection(PlanModel):
     max_seq_length: int = _doc("Longest sequence in tokens.", gt=0)
     packing: bool = _doc("Pack rows into full sequences.")
     completion_only_loss: bool = _doc("Loss on completions only (resolved: false for text data).")
-    num_examples: Optional[int] = _doc("Rows in train (given, or counted from a local file).", gt=0)
-    tokens_per_example: Optional[float] = _doc("Mean tokens per row (given, or estimated from characters).", gt=0)
+    num_examples: Optional[int] = _doc("Rows in train (given, or counted from a local file).", gt=0,
+                                       json_schema_extra=REVIEW_ONLY)
+    tokens_per_example: Optional[float] = _doc("Mean tokens per row (given, or estimated from characters).", gt=0,
+                                               json_schema_extra=REVIEW_ONLY)
 
 
 class BatchSection(PlanModel):
@@ -229,8 +246,9 @@ class BatchSection(PlanModel):
     data_parallel: int = _doc("Data-parallel replicas.", gt=0)
     global_batch_size: int = _doc("Sequences per optimizer step: micro x accumulation x data_parallel.", gt=0)
     sequence_length: int = _doc("Tokens per sequence (max_seq_length).", gt=0)
-    tokens_per_step: int = _doc("Tokens per optimizer step.", gt=0)
-    steps_per_epoch: Optional[int] = _doc("Optimizer steps per epoch, when the data size is known.", gt=0)
+    tokens_per_step: int = _doc("Tokens per optimizer step.", gt=0, json_schema_extra=REVIEW_ONLY)
+    steps_per_epoch: Optional[int] = _doc("Optimizer steps per epoch, when the data size is known.", gt=0,
+                                          json_schema_extra=REVIEW_ONLY)
     total_steps: Optional[int] = _doc("Optimizer steps of the run, when known.", gt=0)
 
 
@@ -311,7 +329,8 @@ class SlurmStep(PlanModel):
 
 class SlurmBackendSection(PlanModel):
     type: Literal["hyperpod-slurm"] = _doc("A HyperPod (or any) Slurm cluster.")
-    cluster_flavour: str = _doc("backend.cluster_flavour as written.")
+    cluster_flavour: str = _doc("backend.cluster_flavour as written; the scripts in `files` carry what it changes.",
+                                json_schema_extra=REVIEW_ONLY)
     run_dir: str = _doc("Run folder on the cluster's shared file system.")
     chain: List[SlurmStep] = _doc("Jobs apply submits, in order, with their dependencies.")
     files: RenderedFiles = _doc(_FILES_DOC)
@@ -329,7 +348,7 @@ class SageMakerUpload(PlanModel):
     s3_uri: str = _doc("Content-addressed key it is uploaded to.", pattern=r"^s3://")
     sha256: str = _doc("sha256 of the file when planned; apply refuses a changed file.", pattern=r"^[0-9a-f]{64}$")
     size: int = _doc("File size in bytes when planned.", ge=0)
-    channel: str = _doc("The channel that carries it.")
+    channel: str = _doc("The channel that carries it.", json_schema_extra=REVIEW_ONLY)
 
 
 class SageMakerSourceDir(PlanModel):
@@ -360,8 +379,9 @@ class SageMakerBackendSection(PlanModel):
     merge_job_request: Optional[Dict[str, Any]] = _doc(
         "The CreateTrainingJob request of the merge job, when outputs.merged_model is set.")
     estimator_args: Dict[str, Any] = _doc("The same job as SageMaker Python SDK Estimator arguments (for review "
-                                          "and the SDK parity test; apply sends the request).")
-    fit_args: SageMakerFitArgs = _doc("The SDK's fit() arguments matching the request.")
+                                          "and the SDK parity test; apply sends the request).",
+                                          json_schema_extra=REVIEW_ONLY)
+    fit_args: SageMakerFitArgs = _doc("The SDK's fit() arguments matching the request.", json_schema_extra=REVIEW_ONLY)
     uploads: List[SageMakerUpload] = _doc("Local files apply uploads before creating the job.")
     sourcedir: SageMakerSourceDir = _doc("The source archive the job runs.")
     channels: List[SageMakerChannel] = _doc("Input channels and where each lands in the container.")
@@ -469,7 +489,8 @@ class Plan(PlanModel):
     """plan.json: everything `apply` runs, and (review-only) what a reviewer reads before it does."""
 
     format: Literal["tunespec-plan/v1"] = _doc("Plan format version.")
-    tunespec_version: str = _doc("tunespec version that compiled the plan.")
+    tunespec_version: str = _doc("tunespec version that compiled the plan (the lock pins it).",
+                                 json_schema_extra=REVIEW_ONLY)
     spec: PlanSpecInfo = _doc("The spec the plan was compiled from.")
     model: ModelSection = _doc("The base model and how it is loaded.")
     method: MethodSection = _doc("Full fine-tuning, LoRA, DoRA or QLoRA, resolved.")

@@ -63,7 +63,7 @@ def test_every_plan_field_is_documented():
 
 
 def test_review_sections_are_marked_apart_from_execution_sections():
-    assert set(review_only_fields()) == {"warnings", "estimates", "tuning"}
+    assert set(review_only_fields()) == {"warnings", "estimates", "tuning", "tunespec_version"}
     assert {"model", "method", "data", "devices", "parallel", "trainer", "batch", "launch", "backend", "secrets",
             "outputs", "tracking"} <= set(execution_fields())
     schema = json.loads(PLAN_SCHEMA_PATH.read_text(encoding="utf-8"))
