@@ -7,6 +7,11 @@ from .secret_scan import mask
 SpecPath = Tuple[object, ...]
 
 
+def same_field(path: SpecPath, other: SpecPath) -> bool:
+    """One path is the other or inside it: problems there are one mistake, reported once."""
+    return tuple(path[:len(other)]) == tuple(other) or tuple(other[:len(path)]) == tuple(path)
+
+
 @dataclass
 class SpecError(Exception):
     """One problem in a spec: what is wrong, at which field, and what to do about it.
@@ -22,6 +27,8 @@ class SpecError(Exception):
     line: Optional[int] = None
     column: Optional[int] = None
     notes: list = field(default_factory=list)
+    # Further independent problems of the same spec, each located: a spec's mistakes are reported together.
+    others: list = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.format()
@@ -37,4 +44,4 @@ class SpecError(Exception):
         text = f"{where}: error: {self.field_name()}: {self.message}"
         if self.hint:
             text += f"\n  hint: {self.hint}"
-        return mask(text)
+        return "\n".join([mask(text)] + [other.format() for other in self.others])

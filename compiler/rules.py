@@ -10,7 +10,7 @@ from ..schema import Spec
 from ..schema.method import MethodSpec
 from . import catalog
 from .data_sources import CHARS_PER_TOKEN
-from .errors import SpecError, SpecPath
+from .errors import SpecError, SpecPath, same_field
 from .precision import emulated_bf16
 from .supports import backend_runs_plan
 
@@ -384,10 +384,22 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
 
 
 def check_plan(spec: Spec, plan: dict) -> List[dict]:
+    """The plan's warnings; every rule's refusal is collected and raised together (the first with the
+    others), one per field: rules about the same field repeat one mistake."""
     found: List[dict] = []
+    refusals: List[SpecError] = []
     for rule in RULES:
-        found.extend(rule(spec, plan))
+        try:
+            found.extend(rule(spec, plan))
+        except SpecError as error:
+            if not any(same_field(error.path, seen.path) for seen in refusals):
+                refusals.append(error)
+    if refusals:
+        first, *others = refusals
+        first.others = first.others + others
+        raise first
     return found
+
 
 
 def check_estimates(spec: Spec, plan: dict, accepted: Tuple[str, ...]) -> None:

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..schema import Spec
 from . import secret_scan
-from .errors import SpecError, SpecPath
+from .errors import SpecError, SpecPath, same_field
 from .files import regular_file_size
 from .loader import MAX_EXTENDS_DEPTH, LoadedYaml, Position, load_yaml_file, load_yaml_text
 
@@ -51,6 +51,8 @@ class LoadedSpec:
 
 
 def locate(error: SpecError, values: dict, keys: dict, default_file: str) -> SpecError:
+    for other in error.others:
+        locate(other, values, keys, default_file)
     if error.line is not None:
         return error
     path = tuple(error.path)
@@ -378,8 +380,25 @@ def _error_priority(err: dict) -> int:
 
 
 def _from_validation_error(exc: ValidationError, data: dict, loaded: LoadedYaml, display: str) -> SpecError:
+    """Every independent problem pydantic found, most specific first: one per field, where a field and
+    the fields inside it count as one (a bad mapping's own keys, a union's alternatives), and a key
+    missing beside a reported problem is its consequence (a misspelt key is also a missing one)."""
     errors = sorted(exc.errors(include_url=False), key=_error_priority)
-    err = errors[0]
+    found, paths = [], []
+    for err in errors:
+        path = _data_path(tuple(err["loc"]), data)
+        if any(same_field(path, seen) for seen in paths):
+            continue
+        if err["type"] == "missing" and any(seen[:-1] == path[:-1] for seen in paths):
+            continue
+        paths.append(path)
+        found.append(_one_error(err, errors, data, loaded, display))
+    first, *others = found
+    first.others = others
+    return first
+
+
+def _one_error(err: dict, errors: list, data: dict, loaded: LoadedYaml, display: str) -> SpecError:
     loc = tuple(err["loc"])
     path = _data_path(loc, data)
     kind = err["type"]

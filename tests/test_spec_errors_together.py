@@ -1,0 +1,54 @@
+"""A spec's independent mistakes are reported together, each located, from one `tunespec validate`;
+a mistake's consequences (a misspelt key is also a missing one) are not reported again."""
+import re
+import subprocess
+import sys
+
+from .conftest import REPO
+
+DEFAULT = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
+ERROR_LINE = re.compile(r"^spec\.yaml:(?P<line>\d+):(?P<column>\d+): error: (?P<field>\S+): (?P<message>.+)$")
+
+
+def validate(tmp_path, text: str) -> subprocess.CompletedProcess:
+    (tmp_path / "spec.yaml").write_text(text, encoding="utf-8")
+    return subprocess.run([sys.executable, "-m", "tunespec.cli.main", "validate", "spec.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def errors_of(done: subprocess.CompletedProcess) -> dict:
+    lines = [ERROR_LINE.match(line) for line in done.stderr.splitlines() if ": error: " in line]
+    assert all(lines), done.stderr
+    return {match["field"]: (int(match["line"]), match["message"]) for match in lines}
+
+
+def test_three_independent_mistakes_are_reported_together(tmp_path):
+    text = DEFAULT.read_text(encoding="utf-8")
+    text = text.replace("  type: lora\n", "  type: lorra\n")
+    text = text.replace("  max_seq_length: 256\n", "  max_seq_length: -5\n")
+    text = text.replace("  learning_rate: 1.0e-3\n", "  learning_rate: fast\n")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    lines = text.splitlines()
+    assert set(errors) == {"method.type", "data.max_seq_length", "training.learning_rate"}, done.stderr
+    for field, (line, _) in errors.items():
+        assert field.rsplit(".", 1)[-1] + ":" in lines[line - 1], (field, lines[line - 1])
+    assert "did you mean `lora`?" in done.stderr
+
+
+def test_a_misspelt_key_is_one_mistake(tmp_path):
+    done = validate(tmp_path, DEFAULT.read_text(encoding="utf-8").replace("\ntraining:\n", "\ntrainig:\n"))
+    assert done.returncode == 2
+    assert list(errors_of(done)) == ["trainig"], done.stderr
+
+
+def test_refusals_of_independent_plan_rules_are_reported_together(tmp_path):
+    text = DEFAULT.read_text(encoding="utf-8").replace("  precision: auto ", "  precision: fp16 ")
+    text = text.replace("lora: {r: 16, alpha: 32,", "lora: {r: 4096, alpha: 32,")
+    text = text.replace("pkg://tunespec/tunespec/defaults/data/", str(REPO / "tunespec" / "defaults" / "data") + "/")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    assert set(errors) == {"training.precision", "method.lora.r"}, done.stderr
+    assert "not available on a CPU" in errors["training.precision"][1]
