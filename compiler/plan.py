@@ -7,7 +7,7 @@ from .. import __version__
 from ..schema.contract import digest, model_source_kind
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import attention, budget, catalog, data_sources, rules
+from . import attention, budget, catalog, data_sources, rules, trainer_speed
 from .errors import SpecError
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
@@ -226,6 +226,13 @@ def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implem
     return trainer
 
 
+def _cpus_per_node(loaded: LoadedSpec, devices: dict, host: Host) -> Optional[int]:
+    """CPUs of a node the trainer runs on: this machine's for the local backend, else the catalog's."""
+    if loaded.spec.backend.type == "local":
+        return host.cores
+    return catalog.lookup_instance(devices["hardware"], ("backend",))["vcpus"] if devices.get("hardware") else None
+
+
 def _launch_section(parallel: dict, devices: dict) -> dict:
     if parallel["strategy"] == "neuron":
         launcher = "neuron"
@@ -309,6 +316,8 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
         spec.model.attn_implementation, spec.backend.type, plan["devices"], plan["data"])
     plan["trainer"] = _trainer_section(loaded, plan["precision"]["resolved"], plan["data"],
                                        plan["model"]["attn_implementation"])
+    plan["trainer"].update(trainer_speed.trainer_speed_settings(
+        plan["devices"], plan["parallel"]["processes_per_node"], _cpus_per_node(loaded, plan["devices"], host)))
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
     plan["tracking"] = spec.tracking.model_dump()
     plan["outputs"] = spec.outputs.model_dump()

@@ -110,7 +110,6 @@ def _free_accelerator_memory() -> None:
 
 def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -> None:
     import torch
-    from trl import SFTTrainer
 
     from . import model_loading, smp
     from .data import build_datasets
@@ -118,6 +117,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     from .metrics import (build_metrics, cuda_peak_bytes, memory_phases_callback, peaks_per_rank, plot_losses,
                           write_metrics)
     from .progress_callback import ProgressCallback
+    from .sft_trainer import sft_trainer_class
 
     missing = missing_kernels(plan)
     if missing:
@@ -142,9 +142,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     memory_phases = memory_phases_callback()
     memory_phases.peaks["loaded"] = cuda_peak_bytes()
     callback = ProgressCallback(progress)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
-                         processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
-                         callbacks=[callback, memory_phases])
+    trainer = sft_trainer_class()(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
+                                  processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
+                                  callbacks=[callback, memory_phases])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     state = trainer.state
     if eval_set is not None and not any(e.get("step") == state.global_step and "eval_loss" in e

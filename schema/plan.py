@@ -297,6 +297,12 @@ class TrainerSection(PlanModel):
     pad_to_multiple_of: Optional[int] = _doc("SFTConfig pad_to_multiple_of: flex attention pads packed rows to a "
                                              "multiple of the sequence length (few static shapes to compile).",
                                              gt=0)
+    dataloader_num_workers: int = _doc("Worker processes collating batches beside each trainer process (0 on a "
+                                       "CPU, whose cores train; else up to 2, within the node's CPUs).", ge=0)
+    dataloader_persistent_workers: bool = _doc("Keep the dataloader workers between epochs and evaluations.")
+    dataloader_pin_memory: bool = _doc("Page-locked host batches, copied to the GPU asynchronously (CUDA only).")
+    logging_nan_inf_filter: bool = _doc("Check each micro batch's loss for NaN/inf on the host: a device sync per "
+                                        "micro batch, so off on GPUs (a NaN loss is logged as NaN).")
     fsdp: str = _doc("TrainingArguments `fsdp` words (empty without FSDP).")
     fsdp_config: Optional[FsdpConfig] = _doc("TrainingArguments `fsdp_config` (null without FSDP).")
 

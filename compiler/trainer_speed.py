@@ -1,0 +1,37 @@
+"""The trainer path's cheap speed settings, in TrainingArguments' names for plan.trainer: data loading
+beside the accelerator's work, and no device sync per micro batch for logging's sake.
+
+- Dataloader workers: each trainer process collates its next batches in worker processes while the
+  accelerator runs the current one. Examples are tokenized before training (and cached, runtime/data.py),
+  so collation is light: a couple of workers per process keep it ahead; more only cost host memory. On a
+  CPU the training itself needs every core: no workers.
+- Pinned host memory: batches copied to a GPU from page-locked memory go asynchronously.
+- `logging_nan_inf_filter` tests each micro batch's loss for NaN/inf on the host (a device sync that stops
+  the host from queueing the next kernels); without it a NaN loss is logged as NaN, which is what a user
+  should see anyway.
+"""
+from typing import Optional
+
+WORKERS_PER_PROCESS = 2
+
+
+def dataloader_workers(devices: dict, processes_per_node: int, cpus_per_node: Optional[int]) -> int:
+    """Workers per trainer process: two, within the node's CPUs after one for each trainer process."""
+    if devices["kind"] == "cpu":
+        return 0
+    if cpus_per_node is None:
+        return WORKERS_PER_PROCESS
+    spare = cpus_per_node // processes_per_node - 1
+    return max(0, min(WORKERS_PER_PROCESS, spare))
+
+
+def trainer_speed_settings(devices: dict, processes_per_node: int, cpus_per_node: Optional[int]) -> dict:
+    """plan.trainer's data loading and logging settings for these devices."""
+    workers = dataloader_workers(devices, processes_per_node, cpus_per_node)
+    on_gpu = devices["kind"] == "cuda"
+    return {
+        "dataloader_num_workers": workers,
+        "dataloader_persistent_workers": workers > 0,  # not forked again for every epoch and evaluation
+        "dataloader_pin_memory": on_gpu,
+        "logging_nan_inf_filter": not on_gpu,
+    }
