@@ -26,7 +26,6 @@ class SpecError(Exception):
     file: Optional[str] = None
     line: Optional[int] = None
     column: Optional[int] = None
-    notes: list = field(default_factory=list)
     # Further independent problems of the same spec, each located: a spec's mistakes are reported together.
     others: list = field(default_factory=list)
 

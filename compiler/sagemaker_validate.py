@@ -18,15 +18,13 @@ def spec_path_for(request_path: RequestPath, spec_paths: Dict[RequestPath, SpecP
 
 def check(request: dict, spec_paths: Dict[RequestPath, SpecPath], operation: str = "CreateTrainingJob",
           what: Optional[str] = None) -> None:
-    """Raise SpecError for the first broken constraint, at the spec field the value came from."""
-    found = problems(request, operation)
-    if not found:
-        return
-    request_path, message = found[0]
-    field = ".".join(str(part) for part in request_path)
-    raise SpecError(
-        f"{what or operation} request field {field} {message}",
-        spec_path_for(request_path, spec_paths),
-        hint="the limits are SageMaker's own (its API model); change the spec so the request fits them",
-        notes=[f"{'.'.join(str(p) for p in path)} {text}" for path, text in found[1:]],
-    )
+    """Raise SpecError for every broken constraint (the first, with the others), each at the spec field
+    the value came from."""
+    errors = [SpecError(f"{what or operation} request field {'.'.join(str(part) for part in request_path)} {message}",
+                        spec_path_for(request_path, spec_paths),
+                        hint="the limits are SageMaker's own (its API model); change the spec so the request fits them")
+              for request_path, message in problems(request, operation)]
+    if errors:
+        first, *others = errors
+        first.others = others
+        raise first

@@ -307,6 +307,12 @@ def test_api_limits_are_enforced_at_plan_time(tmp_path, monkeypatch):
     with pytest.raises(SpecError) as caught:
         backend_sagemaker.compile_sagemaker(plan, unknown)
     assert caught.value.path == ("backend", "instance_type")
+    # Every limit a request breaks is reported, each at its own spec field.
+    two_limits = {**too_long, "tags": {"team": "x" * 300}}
+    with pytest.raises(SpecError) as caught:
+        backend_sagemaker.compile_sagemaker(plan, two_limits)
+    assert [error.path for error in (caught.value, *caught.value.others)] == \
+        [("backend", "keep_alive_seconds"), ("backend", "tags")]
 
 
 def test_validator_reports_pattern_length_enum_and_unknown_members():
