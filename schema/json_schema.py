@@ -1,11 +1,11 @@
 """The published JSON Schemas, generated from the models: the spec's (schema/tunespec-v1.schema.json)
 and the plan's (schema/tunespec-plan-v1.schema.json)."""
-import json
 from pathlib import Path
 from typing import Type
 
 from pydantic import BaseModel
 
+from .contract import canonical_json
 from .plan import Plan
 from .spec import Spec
 
@@ -17,7 +17,7 @@ def _text(model: Type[BaseModel], file: Path) -> str:
     schema = model.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = f"https://tunespec.dev/schema/{file.name}"
-    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return canonical_json(schema)
 
 
 def schema_text() -> str:
