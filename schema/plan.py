@@ -18,12 +18,13 @@ kept as JSON objects here.
 """
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 from .data import DataFormat
 from .distribution import Distribution
 from .method import QuantizationSpec
 from .run import OutputsSpec, SecretsSpec, TrackingSpec
+from .sagemaker_api import problems
 
 PLAN_FORMAT = "tunespec-plan/v1"
 # The JSON Schema key that marks a review-only field; tests/test_plan_schema.py checks the runtime never reads them.
@@ -381,9 +382,10 @@ class SageMakerBackendSection(PlanModel):
     job_name: str = _doc("Training job name (spec name and plan hash).")
     plan_hash: str = _doc("sha256 of the plan's execution content, tagged on the job.", pattern=r"^[0-9a-f]{64}$")
     create_training_job_request: Dict[str, Any] = _doc(
-        "The CreateTrainingJob request apply sends, as boto3 takes it (typed by the AWS API).")
+        "The CreateTrainingJob request apply sends, as boto3 takes it: checked against SageMaker's service "
+        "model (schema/sagemaker_api.py: members, required keys, lengths, patterns, enums).")
     merge_job_request: Optional[Dict[str, Any]] = _doc(
-        "The CreateTrainingJob request of the merge job, when outputs.merged_model is set.")
+        "The CreateTrainingJob request of the merge job, when outputs.merged_model is set (checked the same way).")
     estimator_args: Dict[str, Any] = _doc("The same job as SageMaker Python SDK Estimator arguments (for review "
                                           "and the SDK parity test; apply sends the request).",
                                           json_schema_extra=REVIEW_ONLY)
@@ -395,6 +397,14 @@ class SageMakerBackendSection(PlanModel):
     apply_environment: Dict[str, str] = _doc("Job environment variable to the local environment variable apply "
                                              "reads its value from (env-referenced secrets).")
     files: RenderedFiles = _doc(_FILES_DOC)
+
+    @field_validator("create_training_job_request", "merge_job_request")
+    @classmethod
+    def _request_fits_the_api(cls, request: Optional[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+        found = problems(request) if request is not None else []
+        if found:
+            raise ValueError("; ".join(f"{'.'.join(map(str, path))} {message}" for path, message in found))
+        return request
 
 
 BackendSection = Annotated[Union[LocalBackendSection, SlurmBackendSection, SageMakerBackendSection],

@@ -75,3 +75,11 @@ def test_a_plan_with_an_unknown_field_is_refused():
     plan["trainer"]["learning_rate_typo"] = 1e-4
     with pytest.raises(ValueError, match="learning_rate_typo"):
         Plan.model_validate(plan)
+
+
+def test_a_sagemaker_request_the_api_would_refuse_is_not_a_plan():
+    plan_file = GOLDEN / "mixtral-8x7b-viggo-qlora-fsdp" / "plan.json"
+    plan = json.loads(plan_file.read_text(encoding="utf-8"))
+    plan["backend"]["create_training_job_request"]["ResourceConfig"]["KeepAlivePeriodInSeconds"] = 30000
+    with pytest.raises(ValueError, match="KeepAlivePeriodInSeconds .*21600"):
+        Plan.model_validate(plan)
