@@ -1,0 +1,363 @@
+"""Issue 15's proof on one H200: packed `tunespec apply` against the probe's plain batches, MFU, a torch
+profiler trace of the packed apply step against the plain step, and Axolotl side by side.
+
+Written and rehearsed on a CPU (`--dry-cpu`); not yet run on a GPU. How to run it next session, from the
+repository root on this machine first:
+
+    python3 benchmarks/gpu/make_tokenizer.py .gpu/viggo .gpu/llama3-8b-skeleton 16000   # once (see README.md)
+    /work/shared/device/fetch-wheels.sh                                                  # wheels into .whl/
+    # optional, each as wheels in .whl/: flash-attn built for torch 2.11 + CUDA 13 (case apply-flash_attention_2);
+    # axolotl==0.19.* and the packages its training path imports, installed without their pins (case axolotl)
+
+then on the device (`run` with carry [".whl", ".gpu"], kind nvidia-h200; two calls fit the 10-minute limit):
+
+    source benchmarks/gpu/device_setup.sh > $OUT/setup.log 2>&1
+    python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 540 probe apply-sdpa apply-flex_attention apply-auto
+    python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 540 profile-packed profile-plain naive-trl axolotl
+
+(the second call finds the first call's results in /tmp/tunespec-gpu/packed-results.json on a warm machine;
+on a fresh one it starts a new file: keep both calls' results.json). Rehearsal on a CPU:
+
+    python3 benchmarks/gpu/packed_apply.py --out /tmp/pa-dry --dry-cpu probe apply-sdpa apply-auto profile-packed profile-plain
+
+Cases:
+  probe                   `tunespec probe` of specs/llama3-8b-viggo-lora.yaml: plain causal batches (mb 2 x 2048)
+  apply-<kernel>          `tunespec apply` of that spec (packed, Liger, mb 2 x accumulation 2) with
+                          model.attn_implementation <kernel>: sdpa, flex_attention, flash_attention_2, auto
+  naive-trl               the seed recipe's naive TRL setup (run_all.py's naive-dynamic case)
+  axolotl                 Axolotl 0.19 on the same model folder, rows, sequence length and LoRA settings, with
+                          its recommended setup for this case: sample packing, flex attention (flash attention
+                          where flash-attn is installed), the Liger plugin
+  profile-packed          torch profiler over 2 micro steps (after 4) of the packed apply step (apply-auto's plan)
+  profile-plain           the same over the probe's plain step; both write a Chrome trace (.json.gz) and a
+                          table of the top kernels by device time (.txt)
+
+Every apply case records tokens/s (the apply report's, and steady: steps 5-24 from step times and logged
+non-padding token counts), tokens per optimizer step, peak allocated memory, first and last loss, the plan's
+estimate, and MFU = steady tokens/s x the plan's training FLOPs per token / the datasheet's dense bf16 peak.
+The summary checks the issue's targets: packed apply >= 95% of the probe's tokens/s, MFU >= 40%.
+"""
+import argparse
+import gzip
+import json
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+import run_all  # noqa: E402  (same folder: the driver of issue 4's runs, whose helpers this reuses)
+
+BASE_SPEC = "llama3-8b-viggo-lora.yaml"
+WORK = run_all.WORK
+STATE = WORK / "packed-results.json"
+KERNELS = ("sdpa", "flex_attention", "flash_attention_2", "auto")
+PROFILE_WAIT, PROFILE_ACTIVE = 4, 2
+TARGET_SHARE_OF_PROBE, TARGET_MFU = 0.95, 0.40
+EXPECTED_S = {"probe": 70, "naive-trl": 90, "axolotl": 200, "profile-packed": 120, "profile-plain": 90,
+              **{f"apply-{kernel}": 110 for kernel in KERNELS}}
+DRY_DATA = "pkg://tunespec/tunespec/defaults/data/viggo_train.csv"
+
+
+def derived_spec(name: str, model: dict, dry: bool) -> Path:
+    """A spec extending the base one, written beside it (its relative data path stays valid); JSON is YAML."""
+    spec = run_all.SPECS / f"_pa-{name}.yaml"
+    text = {"extends": BASE_SPEC, "name": f"pa-{name}".replace("_", "-"), "model": dict(model), "backend": {"hardware": "h200-141gb"}}
+    if dry:
+        text["model"].update(source=str(WORK / "tiny-llama"), architecture=None)
+        text.update(data={"train": {"path": DRY_DATA, "format": "csv", "limit": 64}, "max_seq_length": 256},
+                    training={"max_steps": 6, "liger_kernels": False, "precision": "fp32"},
+                    backend={"type": "local", "device": "cpu", "hardware": None})
+    spec.write_text(json.dumps(text, indent=2) + "\n")
+    return spec
+
+
+def plan_of(name: str, model: dict, dry: bool) -> tuple:
+    spec = derived_spec(name, model, dry)
+    plan_dir = WORK / "plans" / name
+    shutil.rmtree(plan_dir, ignore_errors=True)
+    try:
+        code = run_all.tunespec("plan", str(spec), "-o", str(plan_dir), log=run_all.LOGS / f"{name}-plan.log",
+                                timeout=120)
+    finally:
+        spec.unlink()
+    return code, plan_dir
+
+
+def mfu(plan: dict, tokens_per_s) -> float:
+    speed, peak = plan["estimates"]["throughput"], plan["devices"].get("peak_tflops")
+    if not tokens_per_s or not peak or not speed.get("flops_per_token"):
+        return None
+    return round(tokens_per_s * speed["flops_per_token"] / (peak * 1e12), 3)
+
+
+def run_apply(kernel: str, timeout: float, dry: bool) -> dict:
+    name = f"apply-{kernel}"
+    result = {"case": name, "kind": "apply", "attn_requested": kernel}
+    code, plan_dir = plan_of(name, {"attn_implementation": kernel}, dry)
+    if code != 0:
+        return {**result, "exit_code": code, "failed": "plan (see the plan log: a kernel this machine lacks?)"}
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    run_dir = WORK / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    started = time.time()
+    code = run_all.tunespec("apply", str(plan_dir), "--run-dir", str(run_dir), log=run_all.LOGS / f"{name}-apply.log",
+                            timeout=timeout)
+    result.update(exit_code=code, apply_wall_s=round(time.time() - started, 1), estimate=run_all.estimates_of(plan),
+                  attn_implementation=plan["model"]["attn_implementation"], attn_reason=plan["model"]["attn_reason"],
+                  trainer={k: plan["trainer"].get(k) for k in ("pad_to_multiple_of", "dataloader_num_workers",
+                                                                "dataloader_pin_memory", "logging_nan_inf_filter")})
+    metrics_file = run_dir / "metrics.json"
+    if code != 0 or not metrics_file.is_file():
+        return {**result, "failed": "apply"}
+    metrics = json.loads(metrics_file.read_text())
+    steady = run_all.wall_clock_rate(run_dir)
+    result["measured"] = {"tokens_per_s": metrics["tokens_per_s"], "peak_memory_gib": metrics["peak_memory_gib"],
+                          "first_train_loss": (metrics["train_loss_history"] or [{}])[0].get("loss"),
+                          "final_train_loss": metrics["final_train_loss"], "global_step": metrics["global_step"],
+                          **steady}
+    result["mfu"] = mfu(plan, steady.get("wall_tokens_per_s_after_warmup") or metrics["tokens_per_s"])
+    return result
+
+
+def run_probe(timeout: float, dry: bool) -> dict:
+    spec = derived_spec("probe", {}, dry)
+    log = run_all.LOGS / "probe.txt"
+    try:
+        code = run_all.tunespec("probe", str(spec), "--steps", "8", log=log, timeout=timeout)
+    finally:
+        spec.unlink()
+    text = log.read_text()
+    found = re.search(r"tokens/s\s*[│|]\s*([\d,.]+)", text)
+    return {"case": "probe", "kind": "probe", "exit_code": code, "output": text[-4000:],
+            "tokens_per_s": float(found.group(1).replace(",", "")) if found else None}
+
+
+# ---- profiles ----------------------------------------------------------------------------------------
+
+def profile_side(side: str, out: Path, dry: bool) -> int:
+    """In this process: the packed apply of apply-auto's plan, or the probe's plain step, under the profiler."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile, schedule
+
+    from tunespec.runtime import probe, sft_trainer, train
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    trace = out / f"profile-{side}"
+
+    def exported(profiler):
+        with gzip.open(f"{trace}.json.gz", "wt") as handle:
+            profiler.export_chrome_trace(f"{trace}.json")
+            handle.write(Path(f"{trace}.json").read_text())
+        Path(f"{trace}.json").unlink()
+        sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+        Path(f"{trace}.txt").write_text(profiler.key_averages().table(sort_by=sort, row_limit=40))
+
+    profiler = profile(activities=activities, schedule=schedule(wait=PROFILE_WAIT, warmup=1, active=PROFILE_ACTIVE),
+                       on_trace_ready=exported, record_shapes=False, with_stack=False)
+
+    def stepping(base):
+        class Profiled(base):  # one profiler step per micro step
+            def training_step(self, *args, **kwargs):
+                loss = super().training_step(*args, **kwargs)
+                profiler.step()
+                return loss
+        return Profiled
+
+    code, plan_dir = plan_of(f"profile-{side}", {"attn_implementation": "auto"}, dry)
+    if code != 0:
+        return code
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    with profiler:
+        if side == "packed":
+            base = sft_trainer.sft_trainer_class()
+            sft_trainer.sft_trainer_class = lambda: stepping(base)
+            run_dir = WORK / "runs" / "profile-packed"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return train.main(["--plan", str(plan_dir / "plan.json"), "--run-dir", str(run_dir)])
+        probe.Trainer = stepping(probe.Trainer)
+        layers = plan["model"]["architecture"]["num_hidden_layers"]
+        probe_plan = json.loads(json.dumps(plan))
+        print(json.dumps(probe.measure(probe_plan, layers, steps=PROFILE_WAIT + 1 + PROFILE_ACTIVE + 1), default=str))
+    return 0
+
+
+def run_profile(side: str, out: Path, timeout: float, dry: bool) -> dict:
+    log = run_all.LOGS / f"profile-{side}.log"
+    command = [sys.executable, str(Path(__file__)), "--profile-side", side, "--out", str(out)] + (["--dry-cpu"] if dry else [])
+    with log.open("w") as handle:
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, timeout=timeout).returncode
+    files = sorted(p.name for p in out.glob(f"profile-{side}.*"))
+    return {"case": f"profile-{side}", "kind": "profile", "exit_code": code, "files": files,
+            "top_kernels": (out / f"profile-{side}.txt").read_text()[:6000] if (out / f"profile-{side}.txt").is_file() else None}
+
+
+# ---- Axolotl ---------------------------------------------------------------------------------------
+
+def axolotl_config(plan: dict, rows: Path, output: Path) -> dict:
+    """Axolotl's recommended setup for this case (its docs: multipack, flex/flash attention, Liger plugin),
+    with the same model folder, rows, sequence, LoRA and batch settings as tunespec's plan."""
+    import importlib.util
+
+    lora, trainer = plan["method"]["lora"], plan["trainer"]
+    flash = importlib.util.find_spec("flash_attn") is not None
+    return {
+        "base_model": plan["model"]["source"], "datasets": [{"path": str(rows), "type": "input_output"}],
+        "sequence_len": plan["data"]["max_seq_length"], "sample_packing": True, "pad_to_sequence_len": True,
+        "flash_attention": flash, "flex_attention": not flash,
+        "plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
+        "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True,
+        "adapter": "lora", "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
+        "lora_target_linear": True, "micro_batch_size": trainer["per_device_train_batch_size"],
+        "gradient_accumulation_steps": trainer["gradient_accumulation_steps"], "max_steps": trainer["max_steps"],
+        "learning_rate": trainer["learning_rate"], "lr_scheduler": trainer["lr_scheduler_type"],
+        "optimizer": trainer["optim"], "bf16": True, "tf32": True, "gradient_checkpointing": False,
+        "logging_steps": 1, "save_strategy": "no", "val_set_size": 0, "output_dir": str(output),
+        "include_tokens_per_second": True, "dataset_prepared_path": str(output / "prepared"),
+    }
+
+
+def axolotl_rows(plan: dict, target: Path) -> Path:
+    """The plan's training rows as Axolotl input_output segments: the prompt unlabelled, the completion labelled
+    (completion-only loss, as tunespec trains)."""
+    from tunespec.runtime.data import examples
+
+    with target.open("w") as handle:
+        for example in examples(plan["data"], plan["data"]["train"]):
+            handle.write(json.dumps({"segments": [{"label": False, "text": example["prompt"]},
+                                                  {"label": True, "text": example["completion"]}]}) + "\n")
+    return target
+
+
+def peak_gpu_memory(stop: threading.Event, found: list) -> None:
+    """Peak used memory of GPU 0 (MiB) by nvidia-smi, as Axolotl runs in its own process."""
+    while not stop.wait(0.5):
+        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                              capture_output=True, text=True)
+        if done.returncode == 0 and done.stdout.strip():
+            found.append(int(done.stdout.strip()))
+
+
+def run_axolotl(timeout: float, dry: bool) -> dict:
+    import importlib.util
+
+    result = {"case": "axolotl", "kind": "axolotl"}
+    code, plan_dir = plan_of("axolotl-plan", {"attn_implementation": "auto"}, dry)
+    if code != 0:
+        return {**result, "exit_code": code, "failed": "plan"}
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    output = WORK / "runs" / "axolotl"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    config = axolotl_config(plan, axolotl_rows(plan, output / "rows.jsonl"), output)
+    (output / "config.yaml").write_text(json.dumps(config, indent=2))  # JSON is YAML
+    result["config"] = config
+    if importlib.util.find_spec("axolotl") is None:
+        return {**result, "exit_code": None, "failed": "axolotl is not installed here (carry its wheels)"}
+    stop, samples = threading.Event(), []
+    poller = threading.Thread(target=peak_gpu_memory, args=(stop, samples), daemon=True)
+    poller.start()
+    log = run_all.LOGS / "axolotl.log"
+    started = time.time()
+    with log.open("w") as handle:
+        code = subprocess.run([sys.executable, "-m", "axolotl.cli.train", str(output / "config.yaml")], stdout=handle,
+                              stderr=subprocess.STDOUT, timeout=timeout).returncode
+    stop.set()
+    text = log.read_text()
+    # The Trainer prints each log as a dict: the losses of the steps and, at the end, the run's rates.
+    losses = [float(v) for v in re.findall(r"'loss': '?([\d.]+)", text)]
+    rate = re.search(r"'train_tokens_per_second': '?([\d.]+)", text)
+    result.update(exit_code=code, wall_s=round(time.time() - started, 1),
+                  measured={"train_tokens_per_second": float(rate.group(1)) if rate else None,
+                            "first_train_loss": losses[0] if losses else None,
+                            "final_train_loss": losses[-1] if losses else None,
+                            "peak_gpu_memory_used_gib": round(max(samples) / 1024, 2) if samples else None})
+    return result
+
+
+# ---- the driver --------------------------------------------------------------------------------------
+
+def summary(state: dict) -> str:
+    cases = state["cases"]
+    probe = (cases.get("probe") or {}).get("tokens_per_s")
+    lines = [f"{'case':<26} {'exit':>4} {'kernel':<18} {'tok/s steady':>12} {'tok/s apply':>11} {'MFU':>6} "
+             f"{'peak GiB':>8} {'of probe':>8}"]
+    for name, r in cases.items():
+        m = r.get("measured") or {}
+        steady = m.get("wall_tokens_per_s_after_warmup") or m.get("train_tokens_per_second") or r.get("tokens_per_s")
+        share = f"{steady / probe:.0%}" if steady and probe and r["kind"] == "apply" else ""
+        lines.append(f"{name:<26} {str(r.get('exit_code')):>4} {str(r.get('attn_implementation') or ''):<18} "
+                     f"{str(steady):>12} {str(m.get('tokens_per_s') or ''):>11} {str(r.get('mfu') or ''):>6} "
+                     f"{str(m.get('peak_memory_gib') or m.get('peak_gpu_memory_used_gib') or ''):>8} {share:>8}")
+    best = [r for r in cases.values() if r["kind"] == "apply" and r.get("mfu")]
+    if best and probe:
+        top = max(best, key=lambda r: r["mfu"])
+        steady = top["measured"].get("wall_tokens_per_s_after_warmup")
+        lines.append(f"targets ({top['case']}): {steady / probe:.0%} of the probe (>= {TARGET_SHARE_OF_PROBE:.0%}), "
+                     f"MFU {top['mfu']:.0%} (>= {TARGET_MFU:.0%})" if steady else "targets: no steady rate")
+    return "\n".join(lines)
+
+
+def build_dry_model() -> None:
+    model = WORK / "tiny-llama"
+    if not model.is_dir():
+        sys.path.insert(0, str(ROOT))
+        from tests.seed_models import save_tiny_model
+
+        save_tiny_model(model, "llama", num_key_value_heads=1, num_hidden_layers=2)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("cases", nargs="*", default=["probe"] + [f"apply-{k}" for k in KERNELS] +
+                        ["profile-packed", "profile-plain", "naive-trl", "axolotl"])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--deadline-s", type=float, default=540, help="start no case that would end after this")
+    parser.add_argument("--dry-cpu", action="store_true", help="rehearse on a CPU with a tiny model and 6 steps")
+    parser.add_argument("--profile-side", choices=("packed", "plain"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    run_all.LOGS.mkdir(parents=True, exist_ok=True)
+    if args.dry_cpu:
+        build_dry_model()
+    if args.profile_side:
+        return profile_side(args.profile_side, args.out, args.dry_cpu)
+    began = time.time()
+    state = json.loads(STATE.read_text()) if STATE.is_file() else {"date": time.strftime("%Y-%m-%d"),
+                                                                   **run_all.versions(), "cases": {}}
+    for name in args.cases:
+        left = args.deadline_s - (time.time() - began)
+        if left < EXPECTED_S[name]:
+            print(f"== {name}: skipped, {left:.0f} s left of the deadline (expects ~{EXPECTED_S[name]} s)", flush=True)
+            continue
+        print(f"== {name} ({left:.0f} s left)", flush=True)
+        try:
+            if name == "probe":
+                result = run_probe(left, args.dry_cpu)
+            elif name.startswith("apply-"):
+                result = run_apply(name[len("apply-"):], left, args.dry_cpu)
+            elif name.startswith("profile-"):
+                result = run_profile(name[len("profile-"):], args.out, left, args.dry_cpu)
+            elif name == "naive-trl":
+                result = run_all.run_train("naive-trl", "llama3-8b-viggo-lora-naive.yaml", {}, args.out, left,
+                                           dry=args.dry_cpu)
+            else:
+                result = run_axolotl(left, args.dry_cpu)
+        except subprocess.TimeoutExpired:
+            result = {"case": name, "kind": name.split("-")[0], "exit_code": None, "failed": "deadline"}
+        state["cases"][name] = result
+        STATE.write_text(json.dumps(state, indent=2) + "\n")
+        shutil.copy(STATE, args.out / "results.json")
+        subprocess.run(["tar", "czf", str(args.out / "logs.tar.gz"), "-C", str(WORK), "logs"], check=False)
+    print(summary(state), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    raise SystemExit(main())
