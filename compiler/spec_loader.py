@@ -10,6 +10,7 @@ from typing import Dict, List, Optional
 from pydantic import BaseModel, ValidationError
 
 from ..schema import Spec
+from ..schema.contract import data_source_kind, is_relative_path, model_source_kind
 from . import secret_scan
 from .errors import SpecError, SpecPath, same_field
 from .files import regular_file_size
@@ -22,11 +23,10 @@ BASE_SPEC_SUFFIXES = (".yaml", ".yml")
 # Fields holding a path relative to the file that writes them, and which of their values are such a
 # path (the rest are hub ids, URIs or absolute paths, the same from every folder).
 RELATIVE_PATH_FIELDS = {
-    ("data", "train", "path"): lambda v: not v.startswith(("s3://", "hub:", "pkg://", "/", "~")),
-    ("data", "eval", "path"): lambda v: not v.startswith(("s3://", "hub:", "pkg://", "/", "~")),
-    ("model", "source"): lambda v: v.startswith(".") or (v.endswith(".gguf") and "://" not in v
-                                                         and not v.startswith(("/", "~"))),
-    ("model", "architecture"): lambda v: v.startswith(".") or (v.endswith(".json") and not v.startswith(("/", "~"))),
+    ("data", "train", "path"): lambda v: data_source_kind(v) == "local" and is_relative_path(v),
+    ("data", "eval", "path"): lambda v: data_source_kind(v) == "local" and is_relative_path(v),
+    ("model", "source"): lambda v: model_source_kind(v) in ("local", "gguf") and is_relative_path(v),
+    ("model", "architecture"): lambda v: v.startswith(".") or (v.endswith(".json") and is_relative_path(v)),
 }
 
 SECRET_REF_KEYS = ("env", "secrets_manager_arn")  # the keys of a reference, not a secret

@@ -63,11 +63,16 @@ def model_source_kind(source: str) -> ModelKind:
         return "s3"
     if source.startswith(PACKAGE_SCHEME):
         return "package"
-    if source.endswith(".gguf"):
+    if source.endswith(".gguf") and "://" not in source:
         return "gguf"
     if source.startswith((".", "/", "~")):
         return "local"
     return "hub"
+
+
+def is_relative_path(value: str) -> bool:
+    """A path that means something only next to the file that wrote it."""
+    return not value.startswith(("/", "~"))
 
 
 # ---- secrets ---------------------------------------------------------------------------------------------
