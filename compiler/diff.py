@@ -64,8 +64,13 @@ class SpecDiff:
 
     @property
     def changed(self) -> bool:
-        return bool(self.spec or self.plan or self.files or self.lock or self.old.name != self.new.name
+        return bool(self.spec or self.plan or self.files or self.lock or _path(self.old.name) != _path(self.new.name)
                     or self.new.error or (self.new.lock_check and self.new.lock_check.drift))
+
+
+def _path(name: Optional[str]) -> Optional[str]:
+    """The spec's path without a `REV:` prefix: the same file at a git ref and in the tree is no rename."""
+    return name.split(":", 1)[1] if name and ":" in name else name
 
 
 # ---- comparing ------------------------------------------------------------------------------------
