@@ -8,11 +8,12 @@ against the service model's limits (sagemaker_validate).
 """
 from typing import List, Optional
 
-from ..schema.contract import CHECKPOINT_DIR, MODEL_DIR, canonical_json
+from ..schema.contract import (CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, PLAN_HYPERPARAMETER, TASK_HYPERPARAMETER,
+                               canonical_json)
 from . import sagemaker_inputs, sagemaker_jobs, sagemaker_secrets, sagemaker_validate
 from .errors import SpecError
 from .sagemaker_image import images, instance_family, training_image_uri
-from .sagemaker_requests import (ENTRY_POINT, PLAN_IN_SOURCEDIR, distribution_hyperparameters, estimator_args,
+from .sagemaker_requests import (ENTRY_POINT, distribution_hyperparameters, estimator_args,
                                  merge_request, sdk_hyperparameters, training_request)
 from .supports import BackendSupport
 
@@ -73,7 +74,7 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     checkpoint_s3 = sagemaker_jobs.checkpoint_uri(backend, output_s3, job_name)
     _check_job_options(plan, backend, checkpoint_s3, warnings)
 
-    user_hps = {"tunespec_plan": PLAN_IN_SOURCEDIR, "tunespec_task": "train"}
+    user_hps = {PLAN_HYPERPARAMETER: PLAN_FILE, TASK_HYPERPARAMETER: "train"}
     hyperparameters = {**user_hps, **sdk_hyperparameters(job_name, sourcedir_s3, backend["region"]),
                        **distribution_hyperparameters(distribution, backend["instance_type"])}
     request = training_request(job_name, backend, image, hyperparameters, channels, environment, checkpoint_s3, tags)
@@ -104,7 +105,7 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
         "estimator_args": estimator,
         "fit_args": fit,
         "uploads": uploads,
-        "sourcedir": {"s3_uri": sourcedir_s3, "entry_point": ENTRY_POINT, "plan": PLAN_IN_SOURCEDIR,
+        "sourcedir": {"s3_uri": sourcedir_s3, "entry_point": ENTRY_POINT, "plan": PLAN_FILE,
                       "requirements": requirements},
         "channels": channels,
         # The run folder is the local side of the plan's own checkpoint prefix, or the job's fresh model dir.

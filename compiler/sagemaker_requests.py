@@ -8,10 +8,10 @@ sourcedir.tar.gz holding tunespec's own trainer, the plan and a pinned requireme
 import json
 from typing import Dict, List, Optional
 
-from ..schema.contract import RUN_CHANNEL, merge_job_name, s3_channel, train_output_uri
+from ..schema.contract import (PLAN_FILE, PLAN_HYPERPARAMETER, RUN_CHANNEL, TASK_HYPERPARAMETER, merge_job_name,
+                               s3_channel, train_output_uri)
 
 ENTRY_POINT = "tunespec_entry.py"  # written into sourcedir.tar.gz by tunespec.runtime.sourcedir
-PLAN_IN_SOURCEDIR = "plan.json"
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default `container_log_level`
 
 
@@ -87,7 +87,7 @@ def merge_request(train: dict, plan: dict, sourcedir_s3: str, channels: List[dic
     job_name = merge_job_name(train["TrainingJobName"])
     region = json.loads(train["HyperParameters"]["sagemaker_region"])
     # One process that sees every GPU (device_map="auto"), so no torchrun/SMP hyperparameters.
-    hps = {"tunespec_plan": PLAN_IN_SOURCEDIR, "tunespec_task": "merge",
+    hps = {PLAN_HYPERPARAMETER: PLAN_FILE, TASK_HYPERPARAMETER: "merge",
            **sdk_hyperparameters(job_name, sourcedir_s3, region)}
     request = json.loads(json.dumps(train))
     request["TrainingJobName"] = job_name

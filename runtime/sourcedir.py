@@ -143,8 +143,9 @@ def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
     """Run the plan's task in the SageMaker container. Returns the process exit code."""
     arguments = _arguments(argv)
     code_dir = code_dir or Path(__file__).resolve().parents[2]
-    task = arguments.get("tunespec_task", "train")
-    plan = container_plan(json.loads((code_dir / arguments.get("tunespec_plan", contract.PLAN_FILE)).read_text()), task)
+    task = arguments.get(contract.TASK_HYPERPARAMETER, "train")
+    plan_file = code_dir / arguments.get(contract.PLAN_HYPERPARAMETER, contract.PLAN_FILE)
+    plan = container_plan(json.loads(plan_file.read_text()), task)
     backend = plan["backend"]
     resolve_secrets()
     model_dir = Path(backend["container"]["model_dir"])

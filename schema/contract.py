@@ -101,6 +101,8 @@ MODEL_DIR = "/opt/ml/model"  # uploaded to S3 as the job's ModelArtifacts when t
 CHECKPOINT_DIR = "/opt/ml/checkpoints"  # synced with CheckpointConfig.S3Uri (the plan's own prefix)
 FAILURE_FILE = "/opt/ml/output/failure"  # SageMaker shows its text as the job's FailureReason
 RUN_CHANNEL = "run"  # the merge job's input: the training job's outputs
+# Hyperparameters of tunespec's own: the job's entry reads which plan (in the source archive) and task to run.
+PLAN_HYPERPARAMETER, TASK_HYPERPARAMETER = "tunespec_plan", "tunespec_task"
 
 
 def s3_channel(name: str, s3_uri: str) -> dict:
