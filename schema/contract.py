@@ -8,7 +8,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Dict, Literal, Optional, Tuple
 
 # ---- encodings ---------------------------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ def attempt_requests(train: dict, merge: Optional[dict], attempt: int,
 SLURM_DONE_DIR = "status"
 SLURM_LOG_DIR = "logs"
 SLURM_SCRIPT_DIR = "slurm"
-SLURM_RUN_SUBFOLDERS: List[str] = [SLURM_LOG_DIR, SLURM_DONE_DIR, SLURM_SCRIPT_DIR]
+SLURM_RUN_SUBFOLDERS = (SLURM_LOG_DIR, SLURM_DONE_DIR, SLURM_SCRIPT_DIR)
 
 
 def slurm_done_marker(run_dir: str, step: str) -> str:
