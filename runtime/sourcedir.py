@@ -152,7 +152,8 @@ def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
     run_dir = Path(backend["container"]["run_dir"]) if task == "train" else model_dir
     if task == "merge":
         _stage_previous_run(Path(contract.CHANNEL_ROOT) / contract.RUN_CHANNEL, model_dir)
-    plan_path = Path("/tmp/tunespec") / f"plan-{task}.json"
+    # Not /tmp/tunespec: a folder of the package's name there would shadow it for `python -m` run from /tmp.
+    plan_path = Path("/tmp/tunespec-container") / f"plan-{task}.json"
     plan_path.parent.mkdir(parents=True, exist_ok=True)
     # Every torchrun process writes the same text: replace atomically so none reads a partial file.
     partial = plan_path.with_suffix(f".{os.getpid()}.tmp")

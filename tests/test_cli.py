@@ -189,3 +189,9 @@ def test_run_dir_is_refused_where_the_backend_keeps_its_own_runs():
     assert done.stderr.startswith("tunespec status: error: --run-dir names the folder of a local run; this plan runs "
                                   "on sagemaker")
 
+
+
+def test_python_dash_m_tunespec_is_the_cli():
+    done = subprocess.run([sys.executable, "-m", "tunespec", "validate", DEFAULT], cwd=REPO, capture_output=True,
+                          text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "ATEN_CPU_CAPABILITY": "avx2"})
+    assert done.returncode == 0 and done.stdout.strip().endswith(": ok"), done.stdout + done.stderr
