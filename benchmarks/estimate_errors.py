@@ -17,11 +17,12 @@ import sys
 
 from tunespec.compiler import catalog
 from tunespec.compiler.estimate import estimate
+from tunespec.schema import contract
 
 MEASUREMENTS = pathlib.Path(__file__).parent / "measurements"
 GPU_RESULTS = pathlib.Path(__file__).parent / "gpu"
 # The training loop a measurement ran, as the plan's launch names it.
-RUNNERS = {"trainer": "tunespec.runtime.train", "plain": "tunespec.runtime.probe"}
+RUNNERS = {"trainer": contract.TRAINER_MODULE, "plain": contract.PROBE_MODULE}
 MEMORY_BOUND = 0.10
 SPEED_BOUND = 0.20
 
@@ -128,6 +129,24 @@ def hardware_of(measurements: dict) -> str:
     raise ValueError(f"no hardware catalog entry for measured device {measurements['device']!r}")
 
 
+def compared(case_id: str, result: dict, peak_bytes: float, tokens_per_s: float,
+             reserved_bytes: float | None = None) -> dict:
+    """One row of the table: the estimate `result` against a measured peak (and reserved) memory and tokens/s."""
+    memory, speed = result["memory"], result["throughput"]
+    row = {
+        "id": case_id,
+        "measured_peak_gib": peak_bytes / 2 ** 30,
+        "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
+        "memory_error": memory["peak_allocated_bytes"] / peak_bytes - 1,
+        "measured_tokens_per_s": tokens_per_s,
+        "estimated_tokens_per_s": speed["tokens_per_s_total"],
+        "speed_error": speed["tokens_per_s_total"] / tokens_per_s - 1,
+    }
+    if reserved_bytes is not None:
+        row["reserved_error"] = memory["peak_reserved_bytes"] / reserved_bytes - 1
+    return row
+
+
 def replay(paths=None) -> list:
     """One row per measured case that ran (no OOM, no error): estimated vs measured."""
     rows = []
@@ -138,19 +157,8 @@ def replay(paths=None) -> list:
             plan = plan_from_case(case, hardware)
             if plan is None or case.get("oom") or case.get("error") or not case.get("tokens_per_s"):
                 continue
-            result = estimate(plan)
-            memory, speed = result["memory"], result["throughput"]
-            rows.append({
-                "id": case["id"],
-                "source": pathlib.Path(path).name,
-                "measured_peak_gib": case["peak_allocated_bytes"] / 2 ** 30,
-                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
-                "memory_error": memory["peak_allocated_bytes"] / case["peak_allocated_bytes"] - 1,
-                "reserved_error": memory["peak_reserved_bytes"] / case["peak_reserved_bytes"] - 1,
-                "measured_tokens_per_s": case["tokens_per_s"],
-                "estimated_tokens_per_s": speed["tokens_per_s_total"],
-                "speed_error": speed["tokens_per_s_total"] / case["tokens_per_s"] - 1,
-            })
+            rows.append(dict(compared(case["id"], estimate(plan), case["peak_allocated_bytes"], case["tokens_per_s"],
+                                      case["peak_reserved_bytes"]), source=pathlib.Path(path).name))
     return rows
 
 
@@ -165,20 +173,10 @@ def apply_rows(paths=None) -> list:
             settings = case.get("replay")
             if not settings or case.get("exit_code") != 0:
                 continue
-            result = estimate(make_plan(runner="trainer", **settings))
-            memory, speed = result["memory"], result["throughput"]
             measured = case["measured"]
             peak_gib = max(measured.get("peak_memory_gib_per_rank") or [measured["peak_memory_gib"]])
-            tokens = measured["steady_tokens_per_s"]
-            rows.append({
-                "id": f"{pathlib.Path(path).stem}:{name}",
-                "measured_peak_gib": peak_gib,
-                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
-                "memory_error": memory["peak_allocated_bytes"] / 2 ** 30 / peak_gib - 1,
-                "measured_tokens_per_s": tokens,
-                "estimated_tokens_per_s": speed["tokens_per_s_total"],
-                "speed_error": speed["tokens_per_s_total"] / tokens - 1,
-            })
+            rows.append(compared(f"{pathlib.Path(path).stem}:{name}", estimate(make_plan(runner="trainer", **settings)),
+                                 peak_gib * 2 ** 30, measured["steady_tokens_per_s"]))
     return rows
 
 
@@ -191,18 +189,8 @@ def plain_loop_rows(paths=None) -> list:
         for name, case in results["cases"].items():
             if "replay" not in case or not case.get("tokens_per_s"):
                 continue
-            result = estimate(make_plan(runner="plain", **case["replay"]))
-            memory, speed = result["memory"], result["throughput"]
-            rows.append({
-                "id": f"{pathlib.Path(path).stem}:{name}",
-                "measured_peak_gib": case["peak_allocated_bytes"] / 2 ** 30,
-                "estimated_peak_gib": memory["peak_allocated_bytes"] / 2 ** 30,
-                "memory_error": memory["peak_allocated_bytes"] / case["peak_allocated_bytes"] - 1,
-                "reserved_error": memory["peak_reserved_bytes"] / case["peak_reserved_bytes"] - 1,
-                "measured_tokens_per_s": case["tokens_per_s"],
-                "estimated_tokens_per_s": speed["tokens_per_s_total"],
-                "speed_error": speed["tokens_per_s_total"] / case["tokens_per_s"] - 1,
-            })
+            rows.append(compared(f"{pathlib.Path(path).stem}:{name}", estimate(make_plan(runner="plain", **case["replay"])),
+                                 case["peak_allocated_bytes"], case["tokens_per_s"], case["peak_reserved_bytes"]))
     return rows
 
 

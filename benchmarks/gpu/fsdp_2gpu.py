@@ -47,10 +47,9 @@ SAVE_EVERY = 6  # the specs' training.checkpoint_every_steps
 
 
 def steady_rate(run_dir: Path) -> dict:
-    checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    if not checkpoints:
+    history = run_all.final_log_history(run_dir)
+    if history is None:
         return {}
-    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
     logged = [(e["step"], float(e["train_runtime"]), int(e["num_input_tokens_seen"])) for e in history
               if "loss" in e and "train_runtime" in e and "num_input_tokens_seen" in e]
     rates = {b[0]: (b[2] - a[2]) / (b[1] - a[1]) for a, b in zip(logged, logged[1:]) if b[1] > a[1]}
@@ -118,32 +117,21 @@ def main() -> int:
     run_all.LOGS.mkdir(parents=True, exist_ok=True)
     state = json.loads(STATE.read_text()) if STATE.is_file() else {
         "date": time.strftime("%Y-%m-%d"), **run_all.versions(), "topology": topology(), "cases": {}}
-    for name in args.cases:
-        spec, expected = CASES[name]
-        if state["cases"].get(name, {}).get("exit_code") == 0:
-            print(f"== {name}: done in an earlier call", flush=True)
-            continue
-        left = args.deadline_s - (time.time() - began)
-        if left < expected:
-            print(f"== {name}: skipped, {left:.0f} s left (expects ~{expected} s)", flush=True)
-            continue
-        print(f"== {name} ({left:.0f} s left)", flush=True)
-        try:
-            if name.endswith("-resume"):
-                result = run_resume(name, spec, timeout=left)
-            else:
-                result = run_all.run_train(name, spec, {}, args.out, timeout=left)
-                run_dir = run_all.WORK / "runs" / name
-                metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
-                result.setdefault("measured", {}).update(
-                    {key: metrics.get(key) for key in ("peak_memory_gib_per_rank", "peak_memory_gib_by_phase_per_rank")},
-                    **steady_rate(run_dir))
-        except subprocess.TimeoutExpired:
-            result = {"case": name, "exit_code": None, "failed": "deadline"}
-        state["cases"][name] = result
-        STATE.write_text(json.dumps(state, indent=2) + "\n")
-        shutil.copy(STATE, args.out / "fsdp-results.json")
-        subprocess.run(["tar", "czf", str(args.out / "fsdp-logs.tar.gz"), "-C", str(run_all.WORK), "logs"], check=False)
+
+    def run_case(name: str, left: float) -> dict:
+        spec = CASES[name][0]
+        if name.endswith("-resume"):
+            return run_resume(name, spec, timeout=left)
+        result = run_all.run_train(name, spec, {}, args.out, timeout=left)
+        run_dir = run_all.WORK / "runs" / name
+        metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+        result.setdefault("measured", {}).update(
+            {key: metrics.get(key) for key in ("peak_memory_gib_per_rank", "peak_memory_gib_by_phase_per_rank")},
+            **steady_rate(run_dir))
+        return result
+
+    run_all.run_cases(args.cases, {name: case[1] for name, case in CASES.items()}, run_case, state, STATE, args.out,
+                      args.deadline_s, began, results_name="fsdp-results.json", logs_name="fsdp-logs.tar.gz")
     print(json.dumps({n: {k: r.get(k) for k in ("exit_code", "failed", "measured", "resumed_from_step")}
                       for n, r in state["cases"].items()}, indent=1), flush=True)
     return 0

@@ -330,30 +330,21 @@ def main() -> int:
     began = time.time()
     state = json.loads(STATE.read_text()) if STATE.is_file() else {"date": time.strftime("%Y-%m-%d"),
                                                                    **run_all.versions(), "cases": {}}
-    for name in args.cases:
-        left = args.deadline_s - (time.time() - began)
-        if left < EXPECTED_S[name]:
-            print(f"== {name}: skipped, {left:.0f} s left of the deadline (expects ~{EXPECTED_S[name]} s)", flush=True)
-            continue
-        print(f"== {name} ({left:.0f} s left)", flush=True)
-        try:
-            if name == "probe":
-                result = run_probe(left, args.dry_cpu)
-            elif name.startswith("apply-"):
-                result = run_apply(name[len("apply-"):], left, args.dry_cpu)
-            elif name.startswith("profile-"):
-                result = run_profile(name[len("profile-"):], args.out, left, args.dry_cpu)
-            elif name == "naive-trl":
-                result = run_all.run_train("naive-trl", "llama3-8b-viggo-lora-naive.yaml", {}, args.out, left,
-                                           dry=args.dry_cpu)
-            else:
-                result = run_axolotl(left, args.dry_cpu)
-        except subprocess.TimeoutExpired:
-            result = {"case": name, "kind": name.split("-")[0], "exit_code": None, "failed": "deadline"}
-        state["cases"][name] = result
-        STATE.write_text(json.dumps(state, indent=2) + "\n")
-        shutil.copy(STATE, args.out / "results.json")
-        subprocess.run(["tar", "czf", str(args.out / "logs.tar.gz"), "-C", str(WORK), "logs"], check=False)
+
+    def run_case(name: str, left: float) -> dict:
+        if name == "probe":
+            return run_probe(left, args.dry_cpu)
+        if name.startswith("apply-"):
+            return run_apply(name[len("apply-"):], left, args.dry_cpu)
+        if name.startswith("profile-"):
+            return run_profile(name[len("profile-"):], args.out, left, args.dry_cpu)
+        if name == "naive-trl":
+            return run_all.run_train("naive-trl", "llama3-8b-viggo-lora-naive.yaml", {}, args.out, left,
+                                     dry=args.dry_cpu)
+        return run_axolotl(left, args.dry_cpu)
+
+    run_all.run_cases(args.cases, EXPECTED_S, run_case, state, STATE, args.out, args.deadline_s, began,
+                      skip_done=False, kind_of=lambda name: name.split("-")[0])
     print(summary(state), flush=True)
     return 0
 

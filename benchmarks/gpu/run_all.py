@@ -88,12 +88,19 @@ def estimates_of(plan: dict) -> dict:
             "suggestions": [s["message"] for s in plan["estimates"].get("suggestions", [])]}
 
 
-def wall_clock_rate(run_dir: Path) -> dict:
-    """Non-padding tokens/s over the steps after warm-up, from step-event times and logged token counts."""
+def final_log_history(run_dir: Path):
+    """The Trainer's log history as the run's last checkpoint holds it, or None without a checkpoint."""
     checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     if not checkpoints:
+        return None
+    return json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
+
+
+def wall_clock_rate(run_dir: Path) -> dict:
+    """Non-padding tokens/s over the steps after warm-up, from step-event times and logged token counts."""
+    history = final_log_history(run_dir)
+    if history is None:
         return {}
-    history = json.loads((checkpoints[-1] / "trainer_state.json").read_text())["log_history"]
     seen = {e["step"]: e["num_input_tokens_seen"] for e in history if "num_input_tokens_seen" in e and "loss" in e}
     events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
     step_time = {e["step"]: e["time"] for e in events if e["event"] == "step"}
@@ -186,29 +193,43 @@ def main() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     state = json.loads(STATE.read_text()) if STATE.is_file() else {"date": time.strftime("%Y-%m-%d"), **versions(),
                                                                    "cases": {}}
-    for name in args.cases:
-        kind, spec, changes, expected = CASES[name]
-        if name in state["cases"] and not args.redo and state["cases"][name].get("exit_code") == 0:
+
+    def run_case(name: str, left: float) -> dict:
+        kind, spec, changes, _ = CASES[name]
+        if kind == "probe":
+            return run_probe(name, spec, args.out, timeout=left)
+        return run_train(name, spec, changes, args.out, timeout=left, dry=args.dry_cpu)
+
+    run_cases(args.cases, {name: case[3] for name, case in CASES.items()}, run_case, state, STATE, args.out,
+              args.deadline_s, began, skip_done=not args.redo, kind_of=lambda name: CASES[name][0])
+    print(summary(state), flush=True)
+    return 0
+
+
+def run_cases(names: list, expected_s: dict, run_case, state: dict, state_file: Path, out: Path, deadline_s: float,
+              began: float, *, skip_done: bool = True, results_name: str = "results.json",
+              logs_name: str = "logs.tar.gz", kind_of=lambda name: None) -> None:
+    """Run each case (`run_case(name, seconds_left)` -> result) unless an earlier call finished it or it would
+    end after the deadline; the state file, OUT/results_name and the logs archive are written after each
+    case, so a call cut short keeps what it measured (OUT takes a few files: the logs travel as one archive)."""
+    for name in names:
+        if skip_done and state["cases"].get(name, {}).get("exit_code") == 0:
             print(f"== {name}: done in an earlier call", flush=True)
             continue
-        left = args.deadline_s - (time.time() - began)
-        if left < expected:
-            print(f"== {name}: skipped, {left:.0f} s left of the deadline (expects ~{expected} s)", flush=True)
+        left = deadline_s - (time.time() - began)
+        if left < expected_s[name]:
+            print(f"== {name}: skipped, {left:.0f} s left of the deadline (expects ~{expected_s[name]} s)", flush=True)
             continue
         print(f"== {name} ({left:.0f} s left)", flush=True)
         try:
-            if kind == "probe":
-                result = run_probe(name, spec, args.out, timeout=left)
-            else:
-                result = run_train(name, spec, changes, args.out, timeout=left, dry=args.dry_cpu)
+            result = run_case(name, left)
         except subprocess.TimeoutExpired:
-            result = {"case": name, "kind": kind, "exit_code": None, "failed": "deadline"}
+            kind = kind_of(name)
+            result = {"case": name, **({"kind": kind} if kind else {}), "exit_code": None, "failed": "deadline"}
         state["cases"][name] = result
-        STATE.write_text(json.dumps(state, indent=2) + "\n")
-        shutil.copy(STATE, args.out / "results.json")
-        subprocess.run(["tar", "czf", str(args.out / "logs.tar.gz"), "-C", str(WORK), "logs"], check=False)
-    print(summary(state), flush=True)
-    return 0
+        state_file.write_text(json.dumps(state, indent=2) + "\n")
+        shutil.copy(state_file, out / results_name)
+        subprocess.run(["tar", "czf", str(out / logs_name), "-C", str(WORK), "logs"], check=False)
 
 
 def summary(state: dict) -> str:
