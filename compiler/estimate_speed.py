@@ -25,6 +25,7 @@ launches count on the CPU side.
 """
 from __future__ import annotations
 
+from ..schema.contract import TRAINER_MODULE
 from . import catalog
 from .estimate_memory import kbit_upcast, nf4_bytes_per_param, weight_bytes
 
@@ -86,7 +87,6 @@ TRAINER_CPU_PER_LAYER_PASS_S = 5.0e-3
 # until apply runs measure them (benchmarks/gpu/packed_apply.py); a plain loop on an H200 lost 8% of
 # tokens/s under sdpa's document mask and nothing under flex attention's.
 TRAINER_PACKED_ATTENTION_SCALE = {"sdpa": 1.0, "eager": 1.0, "flex_attention": 1.0, "flash_attention_2": 1.0}
-TRAINER_MODULE = "tunespec.runtime.train"
 # FSDP sharded over several processes: each wrapped layer's all-gather (and in backward its
 # reduce-scatter) is issued and waited for on the CPU path: +1.5-2.5 ms per layer and pass measured on
 # 2 H200s, LoRA and QLoRA (the same results file).

@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 from .. import __version__
-from ..schema.contract import digest, model_source_kind
+from ..schema.contract import NEURON_TRAINER_MODULE, TRAINER_MODULE, digest, model_source_kind
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import attention, budget, catalog, data_sources, rules, trainer_speed
@@ -242,7 +242,7 @@ def _launch_section(parallel: dict, devices: dict) -> dict:
     else:
         launcher = "python"
     return {"launcher": launcher, "nnodes": devices["nodes"], "processes_per_node": parallel["processes_per_node"],
-            "module": "tunespec.runtime.train_neuron" if launcher == "neuron" else "tunespec.runtime.train"}
+            "module": NEURON_TRAINER_MODULE if launcher == "neuron" else TRAINER_MODULE}
 
 
 def _compile_backend(loaded: LoadedSpec, plan: dict) -> dict:

@@ -8,6 +8,7 @@ import copy
 import dataclasses
 
 from ..schema.backend import LocalBackend
+from ..schema.contract import PROBE_MODULE
 from ..schema.distribution import NoDistribution
 from . import catalog
 from .estimate import estimate
@@ -26,7 +27,7 @@ def single_device_plan(loaded: LoadedSpec, hardware: str) -> dict:
     # The whole model may not fit on this one device: the probe then builds fewer layers.
     plan = build_plan(dataclasses.replace(loaded, spec=variant), accept_risks=("does-not-fit",))
     # The probe runs its own plain loop (runtime/probe.py), not the trainer `apply` launches: estimated as such.
-    plan["launch"] = dict(plan["launch"], module="tunespec.runtime.probe")
+    plan["launch"] = dict(plan["launch"], module=PROBE_MODULE)
     return with_layers(plan, plan["model"]["architecture"]["num_hidden_layers"])
 
 

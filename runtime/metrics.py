@@ -15,18 +15,6 @@ def loss_histories(log_history: list):
     return train, evaluation
 
 
-def peak_memory() -> dict:
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        peak = torch.cuda.max_memory_allocated()
-        return {"peak_memory_bytes": peak, "peak_memory_gib": round(peak / 2**30, 2),
-                "peak_memory_kind": "cuda allocated (this process's GPU)"}
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-    return {"peak_memory_bytes": peak, "peak_memory_gib": round(peak / 2**30, 2),
-            "peak_memory_kind": "cpu resident set (this process)"}
-
-
 def cuda_peak_bytes() -> Optional[int]:
     """This process's peak allocated GPU memory so far, or None off the GPU."""
     import torch
@@ -34,6 +22,16 @@ def cuda_peak_bytes() -> Optional[int]:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         return torch.cuda.max_memory_allocated()
     return None
+
+
+def peak_memory() -> dict:
+    peak = cuda_peak_bytes()
+    if peak is not None:
+        return {"peak_memory_bytes": peak, "peak_memory_gib": round(peak / 2**30, 2),
+                "peak_memory_kind": "cuda allocated (this process's GPU)"}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+    return {"peak_memory_bytes": peak, "peak_memory_gib": round(peak / 2**30, 2),
+            "peak_memory_kind": "cpu resident set (this process)"}
 
 
 def memory_phases_callback():

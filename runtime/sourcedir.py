@@ -29,7 +29,7 @@ from tunespec.runtime.sourcedir import container_main
 
 sys.exit(container_main(sys.argv[1:]))
 '''
-TASK_MODULES = {"train": "tunespec.runtime.train", "merge": "tunespec.runtime.merge"}
+TASK_MODULES = {"train": contract.TRAINER_MODULE, "merge": "tunespec.runtime.merge"}
 FAILURE_FILE = Path(contract.FAILURE_FILE)
 
 

@@ -32,6 +32,13 @@ def file_sha256(path: Path) -> str:
     return sha.hexdigest()
 
 
+# ---- the programs a plan launches (plan.launch.module) ---------------------------------------------------
+
+TRAINER_MODULE = "tunespec.runtime.train"                # `tunespec apply`: TRL's SFTTrainer
+NEURON_TRAINER_MODULE = "tunespec.runtime.train_neuron"  # Trainium: optimum-neuron's trainer
+PROBE_MODULE = "tunespec.runtime.probe"                  # `tunespec probe`: a plain training loop
+
+
 # ---- the run folder --------------------------------------------------------------------------------------
 
 PLAN_FILE = "plan.json"  # in a plan folder, a run folder and the SageMaker source archive
