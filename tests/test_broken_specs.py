@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import REPO
+from conftest import REPO
 
 CORPUS = REPO / "tests" / "broken_specs"
 SPECS = sorted(CORPUS.glob("[0-9]*-*.yaml"))

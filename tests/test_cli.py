@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import REPO
+from conftest import REPO
 
 SEED_000 = "specs/mixtral-8x7b-viggo-qlora-fsdp.yaml"
 SEED_000_SPOT = "specs/mixtral-8x7b-viggo-qlora-p4de-spot.yaml"
@@ -79,7 +79,7 @@ def test_diff_reads_a_spec_at_a_git_ref():
 
 # ---- the first hour of a new user: the embedded default, runs, missing extras ------------------------
 
-DEFAULT = "tunespec/defaults/smollm2-viggo-lora.yaml"
+DEFAULT = "cli/defaults/smollm2-viggo-lora.yaml"
 SAGEMAKER_SPEC = "specs/mixtral-8x7b-sst2-smp-expert-parallel.yaml"
 
 

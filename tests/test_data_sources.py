@@ -17,11 +17,11 @@ from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema.data_files import DataError
 from tunespec.runtime import data
 
-from .conftest import REPO
-from .seed_models import smollm2_tokenizer
-from .test_sagemaker_apply import BUCKET, REGION, moto_server  # noqa: F401 (fixture)
+from conftest import REPO
+from seed_models import smollm2_tokenizer
+from test_sagemaker_apply import BUCKET, REGION, moto_server  # noqa: F401 (fixture)
 
-DEFAULT_SPEC = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
+DEFAULT_SPEC = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
 ROWS = [{"ref": f"Sentence {i} about a game.", "mr": f"inform(name[Game {i}])"} for i in range(8)]
 
 

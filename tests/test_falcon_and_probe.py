@@ -13,8 +13,8 @@ import pytest
 
 from tunespec.compiler.catalog import count_parameters, load_models
 
-from .conftest import REPO
-from .seed_models import save_tiny_model
+from conftest import REPO
+from seed_models import save_tiny_model
 
 FALCON_SPEC = REPO / "specs" / "falcon-40b-samsum-qlora-g5.yaml"
 SEED_TARGETS = ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"]

@@ -22,10 +22,10 @@ from tunespec.compiler.secret_scan import scan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.compiler.summary import summary_markdown, summary_sections
 
-from .conftest import REPO
+from conftest import REPO
 
 FILES = REPO / "tests" / "broken_specs" / "files"
-EXAMPLES = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"]
+EXAMPLES = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"]
 MAX_CPU_SECONDS = 2.0
 LOCAL_SPEC = """apiVersion: tunespec/v1
 name: careful-case

@@ -12,9 +12,9 @@ from tunespec.compiler.plan import build_plan
 from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
 
-from .conftest import REPO
+from conftest import REPO
 
-DEFAULT_SPEC = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
+DEFAULT_SPEC = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
 pytestmark = pytest.mark.skipif(bool(importlib.util.find_spec("flash_attn") or importlib.util.find_spec("liger_kernel")),
                                 reason="flash-attn or liger-kernel is installed here")
 

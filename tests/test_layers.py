@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from conftest import REPO
 
 # Folder → the package it installs as (pyproject.toml's package-dir).
 PACKAGES = {"schema": "tunespec.schema", "compiler": "tunespec.compiler", "runtime": "tunespec.runtime",
-            "tunespec/cli": "tunespec.cli"}
+            "cli": "tunespec.cli"}
 FORBIDDEN = {
     "tunespec.schema": ("tunespec.compiler", "tunespec.runtime", "tunespec.cli"),
     "tunespec.compiler": ("tunespec.runtime", "tunespec.cli"),

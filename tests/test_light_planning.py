@@ -3,7 +3,7 @@ import json
 import subprocess
 import sys
 
-from .conftest import REPO
+from conftest import REPO
 
 HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "boto3", "botocore", "sagemaker"]
 

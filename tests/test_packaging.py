@@ -3,7 +3,7 @@ import subprocess
 import sys
 import zipfile
 
-from .conftest import REPO
+from conftest import REPO
 
 
 def test_wheel_holds_only_the_tunespec_package_and_its_data(tmp_path):
@@ -15,5 +15,5 @@ def test_wheel_holds_only_the_tunespec_package_and_its_data(tmp_path):
     assert {n.split("/")[0] for n in names} == {"tunespec", wheel.name.split("-py")[0] + ".dist-info"}
     for data in ("tunespec/schema/tunespec-v1.schema.json", "tunespec/compiler/catalog/models.yaml",
                  "tunespec/compiler/catalog/hardware.yaml", "tunespec/compiler/catalog/sagemaker_images.json",
-                 "tunespec/defaults/smollm2-viggo-lora.yaml", "tunespec/defaults/data/viggo_train.csv"):
+                 "tunespec/cli/defaults/smollm2-viggo-lora.yaml", "tunespec/cli/defaults/data/viggo_train.csv"):
         assert data in names, data

@@ -14,11 +14,11 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.compiler.summary import model_rows
 
-from .conftest import REPO
-from .seed_models import save_tiny_model
+from conftest import REPO
+from seed_models import save_tiny_model
 
-DEFAULT_SPEC = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
-DATA = "pkg://tunespec/tunespec/defaults/data/"
+DEFAULT_SPEC = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
+DATA = "pkg://tunespec/tunespec/cli/defaults/data/"
 
 
 def write_spec(root, backend: str, model: str = "{}", packing: bool = True, training: str = "{}"):

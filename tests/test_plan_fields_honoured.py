@@ -29,7 +29,7 @@ from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema.distribution import Distribution
 from tunespec.schema.plan import REVIEW_ONLY_KEY, Plan
 
-from .conftest import REPO
+from conftest import REPO
 
 FieldPath = Tuple[str, ...]
 PASSED_WHOLE = {

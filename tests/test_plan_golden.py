@@ -13,10 +13,10 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.render import write_plan_folder
 from tunespec.compiler.spec_loader import load_spec
 
-from .conftest import REPO
+from conftest import REPO
 
 # The examples and the embedded default (what `tunespec apply` runs with no argument).
-SPECS = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"]
+SPECS = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"]
 # The machine local CPU plans are made for here: the 2-core AVX2 machine the README's first line targets.
 GOLDEN_HOST = Host(cores=2, capability="avx2", native_bf16=False, memory_gib=16.0, cpu_model="2-core AVX2 x86")
 GOLDEN = REPO / "tests" / "golden" / "plans"

@@ -13,8 +13,8 @@ from tunespec.schema import plan as plan_schema
 from tunespec.schema.json_schema import PLAN_SCHEMA_FILE, plan_schema_text
 from tunespec.schema.plan import Plan, execution_fields, review_only_fields
 
-from .conftest import REPO
-from .test_plan_golden import GOLDEN, GOLDEN_HOST, SPECS
+from conftest import REPO
+from test_plan_golden import GOLDEN, GOLDEN_HOST, SPECS
 
 PLAN_SCHEMA_PATH = REPO / "schema" / "tunespec-plan-v1.schema.json"
 GOLDEN_PLANS = sorted(GOLDEN.glob("*/plan.json"))

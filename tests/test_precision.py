@@ -6,9 +6,9 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.compiler.summary import summary_sections
 
-from .conftest import REPO
+from conftest import REPO
 
-DEFAULT = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
+DEFAULT = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
 AVX2 = Host(cores=2, capability="avx2", native_bf16=False, memory_gib=16.0, cpu_model="x86 AVX2")
 AMX = Host(cores=8, capability="amx", native_bf16=True, memory_gib=64.0, cpu_model="x86 AMX")
 AVX512_BF16 = Host(cores=2, capability="avx512_bf16", native_bf16=True, memory_gib=24.0, cpu_model="x86 AVX512-BF16")

@@ -2,11 +2,11 @@
 import subprocess
 import sys
 
-from .conftest import REPO
+from conftest import REPO
 
 
 def test_probe_runs_real_steps_on_the_cpu_and_says_they_are_not_gpu_numbers():
-    done = subprocess.run([sys.executable, "-m", "tunespec.cli.main", "probe", "tunespec/defaults/smollm2-viggo-lora.yaml",
+    done = subprocess.run([sys.executable, "-m", "tunespec.cli.main", "probe", "cli/defaults/smollm2-viggo-lora.yaml",
                            "--layers", "2", "--steps", "4"], cwd=REPO, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "COLUMNS": "160", "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO
+from conftest import REPO
 
 GOLDEN_COMMENT = REPO / "tests" / "golden" / "ci" / "pr_comment.md"
-TRAIN_ROWS = (REPO / "tunespec" / "defaults" / "data" / "viggo_train.csv").read_text().splitlines()
+TRAIN_ROWS = (REPO / "cli" / "defaults" / "data" / "viggo_train.csv").read_text().splitlines()
 
 BASE_SPEC = """\
 apiVersion: tunespec/v1

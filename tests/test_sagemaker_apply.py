@@ -24,7 +24,7 @@ from tunespec.runtime import sagemaker as runtime
 from tunespec.runtime.errors import BackendError
 from tunespec.runtime.sourcedir import build_sourcedir, resolve_secrets
 
-from .test_sagemaker_compile import ENV_SECRET, make_plan
+from test_sagemaker_compile import ENV_SECRET, make_plan
 
 BUCKET = "tunespec-test"
 REGION = "us-east-1"

@@ -7,8 +7,8 @@ import pytest
 
 from tunespec.schema import sagemaker_api
 
-from .conftest import REPO
-from .test_sagemaker_sdk_parity import SDK_PYTHON
+from conftest import REPO
+from test_sagemaker_sdk_parity import SDK_PYTHON
 
 SCHEMA = REPO / "schema"
 

@@ -18,7 +18,7 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema import contract, sagemaker_api
 
-from .conftest import REPO
+from conftest import REPO
 
 GOLDEN = REPO / "tests" / "golden" / "sagemaker"
 SEED_SPECS = ["mixtral-8x7b-viggo-qlora-fsdp", "mixtral-8x7b-sst2-smp-expert-parallel"]

@@ -28,8 +28,8 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.runtime.sourcedir import build_sourcedir
 
-from .seed_models import save_tiny_model
-from .test_sagemaker_apply import BUCKET, REGION, moto_server  # noqa: F401 (fixture)
+from seed_models import save_tiny_model
+from test_sagemaker_apply import BUCKET, REGION, moto_server  # noqa: F401 (fixture)
 
 OPT_ML = Path("/opt/ml")
 HOST = "algo-1"

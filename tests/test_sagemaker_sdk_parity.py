@@ -16,9 +16,9 @@ import pytest
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 
-from .conftest import REPO
-from .test_sagemaker_apply import moto_server  # noqa: F401  (the fixture)
-from .test_sagemaker_compile import SEED_SPECS, make_plan
+from conftest import REPO
+from test_sagemaker_apply import moto_server  # noqa: F401  (the fixture)
+from test_sagemaker_compile import SEED_SPECS, make_plan
 
 SDK_PYTHON = REPO / ".venv-sdk" / "bin" / "python"
 

@@ -6,7 +6,7 @@ import tarfile
 from tunespec.runtime import sourcedir
 from tunespec.schema import contract
 
-from .test_sagemaker_compile import make_plan
+from test_sagemaker_compile import make_plan
 
 
 def test_archive_is_byte_identical_for_the_same_plan(tmp_path, monkeypatch):

@@ -9,11 +9,11 @@ import yaml
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema.json_schema import SCHEMA_FILE, schema_text
 
-from .conftest import REPO
+from conftest import REPO
 
 SCHEMA_PATH = REPO / "schema" / "tunespec-v1.schema.json"
 # The examples and the embedded default.
-EXAMPLES = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"]
+EXAMPLES = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"]
 MODELINE = "# yaml-language-server: $schema="
 
 

@@ -20,7 +20,7 @@ from tunespec.compiler.plan import build_plan
 from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
 
-from .seed_models import save_tiny_model
+from seed_models import save_tiny_model
 
 DOUBLES = Path(__file__).resolve().parent / "doubles" / "smp"
 SENTENCES = ["hide new secretions from the parental units", "contains no wit , only labored gags",

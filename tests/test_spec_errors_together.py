@@ -4,9 +4,9 @@ import re
 import subprocess
 import sys
 
-from .conftest import REPO
+from conftest import REPO
 
-DEFAULT = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
+DEFAULT = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
 ERROR_LINE = re.compile(r"^spec\.yaml:(?P<line>\d+):(?P<column>\d+): error: (?P<field>\S+): (?P<message>.+)$")
 
 
@@ -46,7 +46,7 @@ def test_a_misspelt_key_is_one_mistake(tmp_path):
 def test_refusals_of_independent_plan_rules_are_reported_together(tmp_path):
     text = DEFAULT.read_text(encoding="utf-8").replace("  precision: auto ", "  precision: fp16 ")
     text = text.replace("lora: {r: 16, alpha: 32,", "lora: {r: 4096, alpha: 32,")
-    text = text.replace("pkg://tunespec/tunespec/defaults/data/", str(REPO / "tunespec" / "defaults" / "data") + "/")
+    text = text.replace("pkg://tunespec/tunespec/cli/defaults/data/", str(REPO / "cli" / "defaults" / "data") + "/")
     done = validate(tmp_path, text)
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     errors = errors_of(done)

@@ -6,7 +6,7 @@ import pytest
 from tunespec.compiler.errors import SpecError
 from tunespec.compiler.spec_loader import load_spec
 
-from .conftest import REPO
+from conftest import REPO
 
 BASE = REPO / "specs" / "mixtral-8x7b-viggo-qlora-fsdp.yaml"
 

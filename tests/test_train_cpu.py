@@ -29,8 +29,8 @@ from tunespec.runtime.local import apply_local, trainer_command
 from tunespec.runtime.progress import read_events
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_SPEC = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
-DATA = "pkg://tunespec/tunespec/defaults/data/"
+DEFAULT_SPEC = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
+DATA = "pkg://tunespec/tunespec/cli/defaults/data/"
 MAX_STEPS, SAVE_EVERY, KILL_AFTER_STEP = 12, 4, 6
 # How long to wait for one awaited event (a step, a checkpoint, the end of a session) before failing:
 # far above what a slow 2-core machine needs, so only a hang reaches it.

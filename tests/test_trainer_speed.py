@@ -13,11 +13,11 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema.host import Host
 
-from .conftest import REPO
-from .seed_models import save_tiny_model
+from conftest import REPO
+from seed_models import save_tiny_model
 
-DEFAULT_SPEC = REPO / "tunespec" / "defaults" / "smollm2-viggo-lora.yaml"
-DATA = REPO / "tunespec" / "defaults" / "data"
+DEFAULT_SPEC = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
+DATA = REPO / "cli" / "defaults" / "data"
 
 
 def plan_for(root, backend: str, cores: int = 16, training: str = "{}", extra: str = "") -> dict:

@@ -61,7 +61,7 @@ PROFILE_WAIT, PROFILE_ACTIVE = 4, 2
 TARGET_SHARE_OF_PROBE, TARGET_MFU = 0.95, 0.40
 EXPECTED_S = {"probe": 70, "naive-trl": 90, "axolotl": 200, "profile-packed": 120, "profile-plain": 90,
               **{f"apply-{kernel}": 110 for kernel in KERNELS}}
-DRY_DATA = "pkg://tunespec/tunespec/defaults/data/viggo_train.csv"
+DRY_DATA = "pkg://tunespec/tunespec/cli/defaults/data/viggo_train.csv"
 
 
 def derived_spec(name: str, model: dict, dry: bool) -> Path:

@@ -19,7 +19,7 @@ DEFAULT_SPEC = "smollm2-viggo-lora.yaml"
 
 
 def default_spec_path() -> Path:
-    return Path(str(resources.files("tunespec") / "defaults" / DEFAULT_SPEC))
+    return Path(str(resources.files("tunespec.cli") / "defaults" / DEFAULT_SPEC))
 
 
 class CommandLineError(Exception):
