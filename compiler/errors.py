@@ -1,6 +1,6 @@
 """Errors a user can fix in their spec. Each carries where in the file the problem is."""
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 from .secret_scan import mask
 
@@ -44,3 +44,19 @@ class SpecError(Exception):
         if self.hint:
             text += f"\n  hint: {self.hint}"
         return "\n".join([mask(text)] + [other.format() for other in self.others])
+
+
+def locate(error: SpecError, values: Dict[SpecPath, tuple], keys: Dict[SpecPath, tuple], default_file: str) -> SpecError:
+    """Fill in file:line:column (of the error and its others) from the loader's positions: the value at
+    the error's path, else at the nearest enclosing field the file has."""
+    for other in error.others:
+        locate(other, values, keys, default_file)
+    if error.line is not None:
+        return error
+    path = tuple(error.path)
+    while path and path not in values:
+        path = path[:-1]
+    file, line, column = values.get(path, (default_file, None, None))
+    error.file = error.file or file
+    error.line, error.column = line, column
+    return error

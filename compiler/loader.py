@@ -23,7 +23,6 @@ MAX_DEPTH = 64
 # Whole numbers longer than this are no setting's value (int64 has 19 digits); Python refuses to
 # parse those beyond 4300 digits with a ValueError of its own.
 MAX_INTEGER_DIGITS = 19
-MAX_EXTENDS_DEPTH = 8
 
 Position = Tuple[str, int, int]
 
@@ -34,6 +33,16 @@ class LoadedYaml:
     file: str
     values: Dict[SpecPath, Position] = field(default_factory=dict)
     keys: Dict[SpecPath, Position] = field(default_factory=dict)
+
+
+def value_at(data: object, path: SpecPath) -> object:
+    """The value at `path` in loaded data, or None where the data has no such field."""
+    for part in path:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
 
 
 class _SpecLoader(yaml.SafeLoader):

@@ -4,6 +4,9 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Dtype = Literal["bf16", "fp16", "fp32"]
+# Keys whose value selects which model a spec mapping is (the spec's unions are discriminated by them):
+# a child spec that changes one replaces the inherited mapping, and error messages name members by them.
+DISCRIMINATORS = ("type", "strategy")
 
 
 class SpecModel(BaseModel):
