@@ -1,2 +1,4 @@
 """tunespec: one YAML spec per fine-tune, compiled into a reviewable plan."""
-__version__ = "0.1.0"
+from .schema.contract import VERSION as __version__
+
+__all__ = ["__version__"]

@@ -15,10 +15,10 @@ VERBS = [validate, plan, diff, lock, schema, apply, status, probe, generate, eva
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .. import __version__
+    from ..schema.contract import VERSION
 
     parser = argparse.ArgumentParser(prog="tunespec", description="Compile fine-tune specs into plans and run them.")
-    parser.add_argument("--version", action="version", version=f"tunespec {__version__}")
+    parser.add_argument("--version", action="version", version=f"tunespec {VERSION}")
     subparsers = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     for verb in VERBS:
         verb.add_parser(subparsers)

@@ -1,12 +1,13 @@
 """The SageMaker job's source (sourcedir.tar.gz): building it, and the entry it runs in the container.
 
-The archive holds tunespec itself (the one trainer of the project, not a copied script), the plan the
-job runs, the pinned requirements.txt the framework container installs first, and `tunespec_entry.py`,
-which SageMaker starts (under torchrun when the plan is distributed). The entry points the plan at the
-container's paths (input channels, /opt/ml/checkpoints, /opt/ml/model), reads secrets referenced by a
-Secrets Manager ARN, and runs `tunespec.runtime.train` (or `tunespec.runtime.merge` for the second job).
+The archive holds tunespec's own wheel (the one trainer of the project, not a copied script), the plan
+the job runs, the pinned requirements.txt the framework container installs first, and `tunespec_entry.py`,
+which SageMaker starts (under torchrun when the plan is distributed). The entry installs the wheel, points
+the plan at the container's paths (input channels, /opt/ml/checkpoints, /opt/ml/model), reads secrets
+referenced by a Secrets Manager ARN, and runs `tunespec.runtime.train` (or `tunespec.runtime.merge` for the second job).
 """
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -14,44 +15,53 @@ import runpy
 import shutil
 import sys
 import tarfile
-from importlib import import_module
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 from ..schema import contract
+from .package_wheel import tunespec_wheel
 
-PACKAGES = ("tunespec", "tunespec.cli", "tunespec.schema", "tunespec.compiler", "tunespec.runtime")
-PACKAGE_FILES = ("*.py", "*.json", "*.yaml", "*.txt", "templates/*", "catalog/*.json", "catalog/*.yaml")
-ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): tunespec's entry for the plan beside it."""
+ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): it installs the tunespec wheel beside it
+(a pure-Python wheel installs by unpacking it) and runs the plan beside it."""
+import os
+import shutil
 import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+CODE = Path(__file__).resolve().parent
+SITE = CODE / ".site-{digest}"
+if not SITE.is_dir():
+    # Every torchrun process starts here: each unpacks aside, one rename wins and the others use its copy.
+    staging = Path(tempfile.mkdtemp(dir=CODE, prefix=".site-staging-"))
+    with zipfile.ZipFile(CODE / "{wheel}") as wheel:
+        wheel.extractall(staging)
+    try:
+        os.rename(staging, SITE)
+    except OSError:
+        if not SITE.is_dir():
+            raise
+        shutil.rmtree(staging)
+sys.path.insert(0, str(SITE))
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SITE), os.environ.get("PYTHONPATH")]))
 
 from tunespec.runtime.sourcedir import container_main
 
-sys.exit(container_main(sys.argv[1:]))
+sys.exit(container_main(sys.argv[1:], code_dir=CODE))
 '''
 TASK_MODULES = {"train": contract.TRAINER_MODULE, "merge": "tunespec.runtime.merge"}
 FAILURE_FILE = Path(contract.FAILURE_FILE)
 
 
-def package_files() -> Dict[str, bytes]:
-    """tunespec's installed files, by their path inside the archive (`tunespec/...`)."""
-    files = {}
-    for package in PACKAGES:
-        root = Path(import_module(package).__path__[0])
-        prefix = Path(*package.split("."))
-        for pattern in PACKAGE_FILES:
-            for path in sorted(root.glob(pattern)):
-                if path.is_file():
-                    files[(prefix / path.relative_to(root)).as_posix()] = path.read_bytes()
-    return files
-
-
 def sourcedir_files(plan: dict) -> Dict[str, bytes]:
-    backend = plan["backend"]
-    sourcedir = backend["sourcedir"]
+    """The archive's files: the entry, the plan, the requirements and tunespec's own wheel."""
+    sourcedir = plan["backend"]["sourcedir"]
+    wheel_name, wheel = tunespec_wheel()
+    entry = ENTRY_SOURCE.replace("{wheel}", wheel_name).replace("{digest}", hashlib.sha256(wheel).hexdigest()[:16])
     return {
-        **package_files(),
-        sourcedir["entry_point"]: ENTRY_SOURCE.encode(),
+        wheel_name: wheel,
+        sourcedir["entry_point"]: entry.encode(),
         sourcedir["plan"]: contract.canonical_json(plan).encode(),
         "requirements.txt": "".join(line + "\n" for line in sourcedir["requirements"]).encode(),
     }
@@ -139,10 +149,10 @@ def _stage_previous_run(channel_dir: Path, model_dir: Path) -> None:
         shutil.copytree(channel_dir, model_dir, dirs_exist_ok=True)
 
 
-def container_main(argv: List[str], code_dir: Optional[Path] = None) -> int:
-    """Run the plan's task in the SageMaker container. Returns the process exit code."""
+def container_main(argv: List[str], code_dir: Path) -> int:
+    """Run the plan's task in the SageMaker container (the archive unpacked in `code_dir`). Returns the exit code."""
     arguments = _arguments(argv)
-    code_dir = code_dir or Path(__file__).resolve().parents[2]
+    print(f"tunespec {contract.VERSION} from {Path(__file__).resolve().parents[1]}", flush=True)
     task = arguments.get(contract.TASK_HYPERPARAMETER, "train")
     plan_file = code_dir / arguments.get(contract.PLAN_HYPERPARAMETER, contract.PLAN_FILE)
     plan = container_plan(json.loads(plan_file.read_text()), task)

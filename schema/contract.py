@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple
 
+# The tunespec release: written into every plan (`tunespec_version`) and the name of its wheel.
+VERSION = "0.1.0"
+
 # ---- encodings ---------------------------------------------------------------------------------------
 
 

@@ -216,11 +216,10 @@ def test_training_job_under_torchrun_then_merge_job_from_its_s3_output(jobs):
     assert metrics["global_step"] == 2
     assert (model_dir / "adapter" / "adapter_config.json").is_file()
     assert not (model_dir / "merged").exists()  # the merge job's work
-    # The entry beside the unpacked archive imports the archive's tunespec, not this checkout's.
-    code = root / "train-job" / "code"
-    where = subprocess.run([sys.executable, "-c", "import tunespec.runtime.train as t; print(t.__file__)"],
-                           cwd=code, capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
-    assert where.stdout.strip() == str(code / "tunespec" / "runtime" / "train.py")
+    # The entry installed the archive's wheel beside itself and ran that tunespec, not this checkout's.
+    (site,) = (root / "train-job" / "code").glob(".site-*")
+    assert (site / "tunespec" / "runtime" / "train.py").is_file()
+    assert f"from /opt/ml/code/{site.name}/tunespec" in train.stdout
 
     assert merge.returncode == 0, merge.stderr[-4000:]
     merged = root / "merge-job" / "model" / "merged"

@@ -5,9 +5,10 @@
 #
 # - Wheels from .whl/ (carried; see /work/shared/device/fetch-wheels.sh, plus pydantic, pydantic_core,
 #   annotated-types, typing-inspection and gguf, which the image lacks) go to /tmp/site, once per machine.
-# - tunespec installs as one package from three top-level folders (pyproject's package-dir), so a
-#   symlink tree /tmp/pkg/tunespec/{cli,defaults,__init__.py,schema,compiler,runtime} stands in for
-#   `pip install -e .`; `tunespec` below is `python3 -m tunespec.cli.main`.
+# - tunespec itself comes as its wheel in .whl/, built here before the call from the commit to measure
+#   (`python -m pip wheel --no-deps --no-build-isolation -w .whl .`), installed to /tmp/site-tunespec on
+#   every call (the code changes between calls, the other wheels do not); `tunespec` below is
+#   `python3 -m tunespec`. The benchmark scripts run from this tree.
 # - The model: no hub there. Random bf16 weights of Llama-3-8B's config (.gpu/llama3-8b-skeleton, made
 #   here by benchmarks/gpu/make_tokenizer.py with a byte-level BPE tokenizer trained on the ViGGO text)
 #   are saved once to /tmp/tunespec-gpu/llama3-8b and loaded by the trainer like any local model.
@@ -15,16 +16,15 @@
 set -e
 ROOT=$PWD
 if [ ! -f /tmp/site/.tunespec-wheels ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+    $(ls .whl/*.whl | grep -v '/tunespec-')
   touch /tmp/site/.tunespec-wheels
 fi
-rm -rf /tmp/pkg && mkdir -p /tmp/pkg/tunespec
-for entry in "$ROOT"/tunespec/*; do ln -s "$entry" /tmp/pkg/tunespec/; done
-for sub in schema compiler runtime; do ln -s "$ROOT/$sub" "/tmp/pkg/tunespec/$sub"; done
-# PYTHONSAFEPATH: `python -m` must not put the cwd (the repo root, whose tunespec/ lacks the subpackages) first.
-export PYTHONPATH=/tmp/pkg:/tmp/site PYTHONSAFEPATH=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+rm -rf /tmp/site-tunespec
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-tunespec .whl/tunespec-*.whl
+export PYTHONPATH=/tmp/site-tunespec:/tmp/site PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export TUNESPEC_CACHE=/tmp/tunespec-gpu/cache HF_HUB_OFFLINE=1
-tunespec() { python3 -m tunespec.cli.main "$@"; }
+tunespec() { python3 -m tunespec "$@"; }
 MODEL=/tmp/tunespec-gpu/llama3-8b
 if [ ! -f "$MODEL/.complete" ]; then
   mkdir -p "$MODEL"
