@@ -15,7 +15,7 @@ import math
 import pathlib
 import sys
 
-from tunespec.compiler import catalog
+from tunespec.compiler import architecture, instances, lora_targets, parameter_counts
 from tunespec.compiler.estimate import estimate
 from tunespec.schema import contract
 
@@ -38,16 +38,16 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
     """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out. `gpus`: the
     local machine's GPU count (a local hardware name is one GPU type); `runner`: the training loop
     measured, tunespec's trainer (`tunespec apply`) or a plain loop (measure_training.py, the probe)."""
-    arch = catalog.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
+    arch = architecture.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
     lora = None
     if method != "full":
         lora = {"r": r, "alpha": 2 * r, "dropout": dropout, "bias": "none", "include_experts": include_experts,
-                "use_dora": method == "dora", "target_modules": catalog.resolve_target_modules(arch, targets)}
+                "use_dora": method == "dora", "target_modules": lora_targets.resolve_target_modules(arch, targets)}
     quant = ({"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16",
               "storage_dtype": "uint8", "kbit_preparation": kbit_preparation} if method == "qlora" else None)
     method_section = {"type": method, "lora": lora, "quantization": quant}
 
-    hw = catalog.lookup_instance(hardware)
+    hw = instances.lookup_instance(hardware)
     # Trainium: one process per NeuronCore; the catalog counts cores and memory per chip
     trainium = hw["kind"] == "trainium"
     per_node = hw["neuron_cores"] * hw["accelerators_per_instance"] if trainium else (gpus or hw["accelerators_per_instance"])
@@ -82,8 +82,8 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
             batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * epochs)
     return {
         "model": {"architecture": arch, "attn_implementation": attn,
-                  "parameters": {**catalog.count_parameters(arch),
-                                 "trainable": catalog.count_trainable(arch, method_section)}},
+                  "parameters": {**parameter_counts.count_parameters(arch),
+                                 "trainable": parameter_counts.count_trainable(arch, method_section)}},
         "method": method_section,
         "data": {"max_seq_length": seq, "packing": packing, "num_examples": num_examples,
                  "tokens_per_example": tokens_per_example, "eval_fraction": None},
@@ -101,7 +101,7 @@ def plan_from_case(case: dict, hardware: str) -> dict | None:
     """The plan of one measured case: its model shape (with the layers it was built with) and setup;
     None for a case of a path tunespec no longer runs."""
     config = dict(case["config"], num_hidden_layers=case["layers_built"])
-    arch = catalog.normalise_config(config)
+    arch = architecture.normalise_config(config)
     arch["name"] = case["arch_name"]
     if case["method"] == "qlora" and arch.get("num_local_experts") and not case.get("experts_nf4"):
         # Measured with bitsandbytes alone, which left the fused experts bf16 (then fp32 after the k-bit

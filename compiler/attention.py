@@ -16,7 +16,7 @@ an explicit choice before it loads anything.
 from typing import Optional, Tuple
 
 from ..schema.kernels import FLEX_MIN_TORCH, attention_installed, attention_refusal
-from . import catalog, rules
+from . import instances, rules
 from .errors import SpecError
 
 SDPA_PACKED_COST = ("a dense document mask built from position_ids (no fused causal path: -8% tokens/s "
@@ -31,7 +31,7 @@ def packed_batches(data: dict) -> bool:
 
 def _fused_kernels_possible(devices: dict) -> bool:
     """flash-attn and flex attention's backward are CUDA kernels for Ampere or newer."""
-    return devices["kind"] == "cuda" and rules.ampere_or_newer(catalog.lookup_instance(devices["hardware"], ("backend",)))
+    return devices["kind"] == "cuda" and rules.ampere_or_newer(instances.lookup_instance(devices["hardware"], ("backend",)))
 
 
 def choose_attention(requested: str, backend_type: str, devices: dict, data: dict) -> Tuple[str, str]:

@@ -12,7 +12,7 @@ import shlex
 from typing import Dict, List, Optional
 
 from ..schema.contract import PLAN_FILE, SLURM_SCRIPT_DIR, slurm_done_marker, slurm_log
-from . import catalog
+from . import instances
 from .errors import SpecError
 from .supports import BackendSupport
 
@@ -99,7 +99,7 @@ class _JobWriter:
         self.hyperpod = backend["cluster_flavour"] == "hyperpod"
         self.container = backend["environment"].get("container_image")
         self.files: Dict[str, str] = {}
-        hardware = catalog.lookup_instance(backend["instance_type"])
+        hardware = instances.lookup_instance(backend["instance_type"])
         self.efa = plan["devices"]["kind"] != "cpu" and bool((hardware["interconnect"] or {}).get("efa"))
 
     # ---- jobs -----------------------------------------------------------------------------------

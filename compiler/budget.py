@@ -4,7 +4,7 @@ Accelerator-hours count GPUs or Trainium chips (not NeuronCores): what an instan
 """
 from typing import List, Optional
 
-from . import catalog
+from . import instances
 from .errors import SpecError
 
 # (limit key in the spec, usage key in the plan, how a value reads)
@@ -16,7 +16,7 @@ def accelerators(devices: dict) -> int:
     if devices["kind"] == "cpu":
         return 0
     if devices["kind"] == "trainium":
-        return catalog.lookup_instance(devices["hardware"])["accelerators_per_instance"] * devices["nodes"]
+        return instances.lookup_instance(devices["hardware"])["accelerators_per_instance"] * devices["nodes"]
     return devices["world_size"]
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from . import catalog
+from . import instances
 from .estimate_memory import estimate_memory
 from .estimate_speed import estimate_throughput
 from .suggest import suggest
@@ -64,7 +64,7 @@ def estimate_cost(plan: dict, time: dict) -> dict:
     instance = devices.get("instance_type")
     if not instance or time.get("total_s") is None:
         return {"instance_type": instance, "instance_hours": None, "usd_per_instance_hour": None, "usd": None}
-    hardware = catalog.lookup_instance(instance)
+    hardware = instances.lookup_instance(instance)
     hours = time["total_s"] / 3600 * devices.get("nodes", 1)
     price = hardware.get("on_demand_usd_per_hour")
     return {

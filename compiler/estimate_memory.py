@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 
-from . import catalog
+from . import parameter_counts
 
 GIB = 1024 ** 3
 
@@ -67,9 +67,9 @@ def nf4_bytes_per_param(double_quant: bool) -> float:
 def parameter_groups(arch: dict) -> dict:
     """Parameters of the model by how they are stored: {group: count}."""
     layers = arch["num_hidden_layers"]
-    counts = catalog.count_parameters(arch)
-    linear = layers * sum(a * b for a, b in catalog.linear_shapes(arch).values())
-    experts = layers * sum(e * a * b for e, a, b in catalog.expert_shapes(arch).values())
+    counts = parameter_counts.count_parameters(arch)
+    linear = layers * sum(a * b for a, b in parameter_counts.linear_shapes(arch).values())
+    experts = layers * sum(e * a * b for e, a, b in parameter_counts.expert_shapes(arch).values())
     router = layers * (arch.get("num_local_experts") or 0) * arch["hidden_size"]
     embedding, lm_head = counts["embedding"], counts["lm_head"]
     other = counts["total"] - linear - experts - router - embedding - lm_head  # norms and biases
@@ -191,7 +191,7 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
     if not full and lora_cfg:
         dropout = lora_cfg.get("dropout", 0.0) or 0.0
         per_element = 2 + (1 if dropout > 0 else 0)
-        shapes = catalog.linear_shapes(arch)
+        shapes = parameter_counts.linear_shapes(arch)
         for name in lora_cfg.get("target_modules") or []:
             if name in shapes:
                 lora += per_element * shapes[name][0]
@@ -199,7 +199,7 @@ def _layer_activation_bytes(arch: dict, method: dict, attn_impl: str, seq: int, 
             lora += top_k * 2 * (h + i)
     quantized = 0
     if method["type"] == "qlora":
-        shapes = catalog.linear_shapes(arch)
+        shapes = parameter_counts.linear_shapes(arch)
         out_like = {"o_proj", "dense"}  # input is the SDPA output, saved already
         down_like = {"down_proj", "dense_4h_to_h"}
         norm_readers = [n for n in shapes if n not in out_like | down_like]
@@ -244,7 +244,7 @@ def expert_dequant_bytes(arch: dict, weights: dict) -> float:
     in flight at most."""
     if "experts" not in weights or not weights["experts"]["dtype"].startswith("nf4"):
         return 0.0
-    return 2 * sum(a * b for _, a, b in catalog.expert_shapes(arch).values())
+    return 2 * sum(a * b for _, a, b in parameter_counts.expert_shapes(arch).values())
 
 
 def _shard_factors(plan: dict) -> dict:

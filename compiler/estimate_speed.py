@@ -26,7 +26,7 @@ launches count on the CPU side.
 from __future__ import annotations
 
 from ..schema.contract import TRAINER_MODULE
-from . import catalog
+from . import instances, parameter_counts
 from .estimate_memory import kbit_upcast, nf4_bytes_per_param, weight_bytes
 
 # --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
@@ -107,9 +107,9 @@ def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, att
                     experts_nf4: bool = False) -> dict:
     """Training FLOPs per token, split by the dtype the experts compute in, and the forward."""
     h, layers = arch["hidden_size"], arch["num_hidden_layers"]
-    shapes = catalog.linear_shapes(arch)
+    shapes = parameter_counts.linear_shapes(arch)
     dense = sum(a * b for a, b in shapes.values())
-    experts = catalog.expert_shapes(arch)
+    experts = parameter_counts.expert_shapes(arch)
     top_k = arch.get("num_experts_per_tok") or 0
     expert_active = top_k * sum(a * b for _, a, b in experts.values())
     router = (arch.get("num_local_experts") or 0) * h
@@ -145,7 +145,7 @@ def _lora_elementwise_bytes(arch: dict, method: dict, passes: float) -> float:
     lora = method.get("lora") or {}
     if method["type"] == "full" or not lora:
         return 0.0
-    shapes = catalog.linear_shapes(arch)
+    shapes = parameter_counts.linear_shapes(arch)
     per_input = LORA_BYTES_PER_INPUT["dropout" if lora.get("dropout") else "no_dropout"]
     per_layer = sum(per_input * shapes[n][0] + LORA_BYTES_PER_OUTPUT * shapes[n][1]
                     for n in lora.get("target_modules") or [] if n in shapes)
@@ -181,7 +181,7 @@ def estimate_throughput(plan: dict) -> dict:
     if not peak_tflops:
         return {"tokens_per_s_per_device": None, "tokens_per_s_total": None, "micro_step_time_s": None,
                 "note": "no peak compute on record for this device"}
-    hardware = catalog.lookup_instance(devices["hardware"]) if devices.get("hardware") else {}
+    hardware = instances.lookup_instance(devices["hardware"]) if devices.get("hardware") else {}
 
     seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
     micro = batch["micro_batch_size"]

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 from ..schema.contract import NEURON_TRAINER_MODULE, TRAINER_MODULE, VERSION, digest, model_source_kind
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
-from . import attention, budget, catalog, data_sources, rules, trainer_speed
+from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
 from .errors import SpecError
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
@@ -19,7 +19,7 @@ PRECISION_FLAGS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16": False
 def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:
     spec = loaded.spec.model
     base_dir = loaded.path.parent
-    arch = catalog.resolve_architecture(spec.source, spec.architecture, base_dir)
+    arch = architecture.resolve_architecture(spec.source, spec.architecture, base_dir)
     kind = model_source_kind(spec.source)
     source = data_sources.resolve_path(spec.source, base_dir, cwd) if kind in ("local", "gguf") else spec.source
     return {
@@ -38,12 +38,12 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     lora = None
     if method.lora is not None or method.type != "full":
         spec_lora = method.lora or LoraSpec()
-        target_parameters = catalog.resolve_target_parameters(arch, spec_lora.model_dump(), method.type)
+        target_parameters = lora_targets.resolve_target_parameters(arch, spec_lora.model_dump(), method.type)
         lora = {
             "r": spec_lora.r,
             "alpha": spec_lora.alpha,
             "dropout": rules.lora_dropout(spec_lora.dropout, target_parameters),
-            "target_modules": catalog.resolve_target_modules(arch, spec_lora.target_modules),
+            "target_modules": lora_targets.resolve_target_modules(arch, spec_lora.target_modules),
             "target_parameters": target_parameters,
             "include_experts": bool(target_parameters),
             "bias": spec_lora.bias,
@@ -67,10 +67,10 @@ def _devices_section(loaded: LoadedSpec, host: Host) -> dict:
         if not backend.hardware:
             raise SpecError("a CUDA run needs the hardware it plans for", ("backend", "hardware"),
                             hint="name this machine's instance type (e.g. ml.g5.12xlarge) or GPU (e.g. h100-80gb)")
-        hw = catalog.lookup_instance(backend.hardware, ("backend", "hardware"))
+        hw = instances.lookup_instance(backend.hardware, ("backend", "hardware"))
         count = backend.gpus or hw["accelerators_per_instance"]
         return _devices_from_hardware(hw, backend.hardware, count, 1)
-    hw = catalog.lookup_instance(backend.instance_type, ("backend", "instance_type"))
+    hw = instances.lookup_instance(backend.instance_type, ("backend", "instance_type"))
     if backend.type == "sagemaker":
         return _devices_from_hardware(hw, backend.instance_type, hw["accelerators_per_instance"], backend.instance_count)
     if backend.accelerator == "cpu":
@@ -229,7 +229,7 @@ def _cpus_per_node(loaded: LoadedSpec, devices: dict, host: Host) -> Optional[in
     """CPUs of a node the trainer runs on: this machine's for the local backend, else the catalog's."""
     if loaded.spec.backend.type == "local":
         return host.cores
-    return catalog.lookup_instance(devices["hardware"], ("backend",))["vcpus"] if devices.get("hardware") else None
+    return instances.lookup_instance(devices["hardware"], ("backend",))["vcpus"] if devices.get("hardware") else None
 
 
 def _launch_section(parallel: dict, devices: dict) -> dict:
@@ -303,9 +303,9 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     plan["model"] = _model_section(loaded, cwd)
     arch = plan["model"]["architecture"]
     plan["method"] = _method_section(loaded, arch)
-    plan["model"]["parameters"] = {**catalog.count_parameters(arch),
-                                   "trainable": catalog.count_trainable(arch, plan["method"]),
-                                   "trainable_by_group": catalog.trainable_by_group(arch, plan["method"])}
+    plan["model"]["parameters"] = {**parameter_counts.count_parameters(arch),
+                                   "trainable": parameter_counts.count_trainable(arch, plan["method"]),
+                                   "trainable_by_group": parameter_counts.trainable_by_group(arch, plan["method"])}
     plan["devices"] = _devices_section(loaded, host)
     plan["precision"] = resolve_precision(spec, plan["devices"])
     plan["parallel"] = _parallel_section(loaded, plan["devices"], arch)

@@ -7,7 +7,7 @@ that only emulates it is kept (with a located warning; `apply` refuses it unless
 `training.allow_emulated_bf16` insists), since it trains many times slower than fp32 there.
 """
 from ..schema import Spec
-from . import catalog
+from . import instances
 
 # CPUs on which bf16 training beats fp32: AMX's tile matmuls. AVX512-BF16 alone computes bf16 natively
 # (no emulation) but measured slower than fp32 (2-core Sapphire Rapids VM without AMX, torch 2.13).
@@ -29,7 +29,7 @@ def _auto(devices: dict) -> tuple:
     if kind == "trainium":
         return "bf16", "Trainium computes bf16 natively"
     if kind == "cuda":
-        hardware = catalog.lookup_instance(devices["hardware"], ("backend",))
+        hardware = instances.lookup_instance(devices["hardware"], ("backend",))
         gpu = hardware.get("accelerator_name") or hardware["accelerator"]
         if hardware.get("supports_bf16"):
             return "bf16", f"{gpu} computes bf16 natively"

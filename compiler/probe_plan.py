@@ -10,7 +10,7 @@ import dataclasses
 from ..schema.backend import LocalBackend
 from ..schema.contract import PROBE_MODULE
 from ..schema.distribution import NoDistribution
-from . import catalog
+from . import parameter_counts
 from .estimate import estimate
 from .plan import build_plan
 from .spec_loader import LoadedSpec
@@ -36,8 +36,8 @@ def with_layers(plan: dict, layers: int) -> dict:
     variant = copy.deepcopy(plan)
     arch = variant["model"]["architecture"]
     arch["num_hidden_layers"] = layers
-    variant["model"]["parameters"] = {**catalog.count_parameters(arch),
-                                      "trainable": catalog.count_trainable(arch, variant["method"])}
+    variant["model"]["parameters"] = {**parameter_counts.count_parameters(arch),
+                                      "trainable": parameter_counts.count_trainable(arch, variant["method"])}
     estimates = estimate(variant)
     estimates.pop("warnings", None)
     variant["estimates"] = estimates

@@ -8,7 +8,7 @@ from typing import Callable, List, Tuple
 
 from ..schema import Spec
 from ..schema.method import MethodSpec
-from . import catalog
+from . import catalog, instances
 from .data_sources import CHARS_PER_TOKEN
 from .errors import SpecError, SpecPath, same_field
 from .precision import emulated_bf16
@@ -88,7 +88,7 @@ def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
                             ("training", "precision"))]
         return []
     hw_name = devices.get("hardware", "")
-    hw = catalog.lookup_instance(hw_name, ("backend",))
+    hw = instances.lookup_instance(hw_name, ("backend",))
     gpu = f"{hw.get('accelerator_name') or hw['accelerator']} ({hw_name})"
     if precision == "bf16" and not hw.get("supports_bf16", True):
         raise SpecError(f"{gpu} has no bfloat16 support", ("training", "precision"),
@@ -277,7 +277,7 @@ def kernels_fit_hardware(spec: Spec, plan: dict) -> List[dict]:
             raise SpecError("TF32 is a mode of NVIDIA Ampere (or newer) tensor cores; this plan runs on a CPU",
                             ("training", "tf32"), hint="set `tf32: false`")
         return []
-    hw = catalog.lookup_instance(devices["hardware"], ("backend",))
+    hw = instances.lookup_instance(devices["hardware"], ("backend",))
     name = f"{hw.get('accelerator_name') or hw['accelerator']} ({devices['hardware']})"
     if devices["kind"] == "trainium":
         if spec.training.liger_kernels:
@@ -303,7 +303,7 @@ def gpus_within_hardware(spec: Spec, plan: dict) -> List[dict]:
         return []
     if backend.hardware in catalog.load_hardware()["local"]:
         return []  # a GPU type (h200-141gb), not a machine: `gpus` says how many this machine has
-    available = catalog.lookup_instance(backend.hardware, ("backend", "hardware"))["accelerators_per_instance"]
+    available = instances.lookup_instance(backend.hardware, ("backend", "hardware"))["accelerators_per_instance"]
     if backend.gpus > available:
         raise SpecError(f"`gpus: {backend.gpus}` but {backend.hardware} has {available}", ("backend", "gpus"),
                         hint=f"use at most {available}, or name the hardware this runs on")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import copy
 
-from . import catalog
+from . import catalog, instances, lora_targets, parameter_counts
 from .estimate_memory import estimate_memory
 from .estimate_speed import estimate_throughput
 
@@ -163,11 +163,11 @@ def _as_qlora(plan: dict) -> dict:
     arch = variant["model"]["architecture"]
     lora = variant["method"].get("lora") or {"r": 16, "alpha": 32, "dropout": 0.05, "bias": "none",
                                               "include_experts": False, "use_dora": False}
-    lora["target_modules"] = catalog.resolve_target_modules(arch, lora.get("target_modules") or "all-linear")
+    lora["target_modules"] = lora_targets.resolve_target_modules(arch, lora.get("target_modules") or "all-linear")
     variant["method"] = {"type": "qlora", "lora": lora,
                          "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True,
                                           "compute_dtype": "bf16", "storage_dtype": "uint8"}}
-    variant["model"]["parameters"]["trainable"] = catalog.count_trainable(arch, variant["method"])
+    variant["model"]["parameters"]["trainable"] = parameter_counts.count_trainable(arch, variant["method"])
     return variant
 
 
@@ -186,10 +186,10 @@ def _larger_instance(plan: dict) -> dict | None:
     current = devices.get("instance_type")
     if not current:
         return None
-    current_hw = catalog.lookup_instance(current)
+    current_hw = instances.lookup_instance(current)
     best = None
     for name in catalog.load_hardware()["instances"]:
-        hardware = catalog.lookup_instance(name)
+        hardware = instances.lookup_instance(name)
         price = hardware.get("on_demand_usd_per_hour")
         if name == current or hardware["kind"] != current_hw["kind"] or price is None:
             continue

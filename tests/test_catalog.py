@@ -4,14 +4,14 @@ import pathlib
 
 import pytest
 
-from tunespec.compiler import catalog
+from tunespec.compiler import architecture, catalog, instances, lora_targets, parameter_counts
 from tunespec.compiler.errors import SpecError
 
 HERE = pathlib.Path(".")
 
 
 def arch(name):
-    return catalog.resolve_architecture(name, None, HERE)
+    return architecture.resolve_architecture(name, None, HERE)
 
 
 @pytest.mark.parametrize(
@@ -35,11 +35,11 @@ def arch(name):
     ],
 )
 def test_exact_totals(source, total):
-    assert catalog.count_parameters(arch(source))["total"] == total
+    assert parameter_counts.count_parameters(arch(source))["total"] == total
 
 
 def test_mixtral_active_parameters():
-    counts = catalog.count_parameters(arch("mixtral-8x7b"))
+    counts = parameter_counts.count_parameters(arch("mixtral-8x7b"))
     assert counts["active_per_token"] == 12_879_925_248  # "about 12.9B active"
     assert counts["embedding"] == 32000 * 4096
 
@@ -47,7 +47,7 @@ def test_mixtral_active_parameters():
 def test_falcon_40b_seed_trainable_count():
     method = {"type": "qlora", "lora": {"r": 8, "target_modules": [
         "query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"]}}
-    assert catalog.count_trainable(arch("falcon-40b"), method) == 55_541_760
+    assert parameter_counts.count_trainable(arch("falcon-40b"), method) == 55_541_760
 
 
 @pytest.mark.parametrize(
@@ -79,30 +79,30 @@ def test_falcon_40b_seed_trainable_count():
     ],
 )
 def test_trainable_counts(name, method, trainable):
-    assert catalog.count_trainable(arch(name), method) == trainable
+    assert parameter_counts.count_trainable(arch(name), method) == trainable
 
 
 def test_all_linear_excludes_lm_head_but_lm_head_can_be_named():
     llama = arch("llama-3-8b")
-    assert "lm_head" not in catalog.resolve_target_modules(llama, "all-linear")
-    assert catalog.resolve_target_modules(llama, ["model.layers.0.self_attn.q_proj", "lm_head"]) == ["q_proj", "lm_head"]
+    assert "lm_head" not in lora_targets.resolve_target_modules(llama, "all-linear")
+    assert lora_targets.resolve_target_modules(llama, ["model.layers.0.self_attn.q_proj", "lm_head"]) == ["q_proj", "lm_head"]
 
 
 def test_unknown_target_module_suggests():
     with pytest.raises(SpecError) as err:
-        catalog.resolve_target_modules(arch("falcon-40b"), ["query_key_values"])
+        lora_targets.resolve_target_modules(arch("falcon-40b"), ["query_key_values"])
     assert err.value.path == ("method", "lora", "target_modules")
     assert "query_key_value" in err.value.hint
 
 
 def test_mixtral_transformers4_expert_names_point_to_the_fused_experts():
     with pytest.raises(SpecError) as err:
-        catalog.resolve_target_modules(arch("mixtral-8x7b"), ["q_proj", "w1"])
+        lora_targets.resolve_target_modules(arch("mixtral-8x7b"), ["q_proj", "w1"])
     assert "`experts`" in err.value.hint and "w1 and w3 in experts.gate_up_proj" in err.value.hint
 
 
 def test_trainable_counts_by_module_group():
-    groups = catalog.trainable_by_group(arch("mixtral-8x7b"), {"type": "qlora", "lora": {"r": 16}})
+    groups = parameter_counts.trainable_by_group(arch("mixtral-8x7b"), {"type": "qlora", "lora": {"r": 16}})
     assert set(groups) == {"attention", "experts"}
     assert groups["attention"] == 13_631_488 and groups["experts"] == 209_715_200
 
@@ -110,40 +110,40 @@ def test_trainable_counts_by_module_group():
 def test_include_experts_false_conflicts_with_named_experts():
     lora = {"target_modules": ["q_proj", "experts"], "include_experts": False}
     with pytest.raises(SpecError) as err:
-        catalog.resolve_target_parameters(arch("mixtral-8x7b"), lora, "lora")
+        lora_targets.resolve_target_parameters(arch("mixtral-8x7b"), lora, "lora")
     assert err.value.path == ("method", "lora", "include_experts")
 
 
 def test_dora_on_experts_refused():
     method = {"type": "dora", "lora": {"r": 8, "target_modules": "all-linear", "include_experts": True}}
     with pytest.raises(SpecError) as err:
-        catalog.count_trainable(arch("mixtral-8x7b"), method)
+        parameter_counts.count_trainable(arch("mixtral-8x7b"), method)
     assert err.value.path == ("method", "lora", "include_experts")
 
 
 def test_unknown_architecture_suggests():
     with pytest.raises(SpecError) as err:
-        catalog.resolve_architecture("x", "lama-3-8b", HERE)
+        architecture.resolve_architecture("x", "lama-3-8b", HERE)
     assert err.value.path == ("model", "architecture")
     assert "llama-3-8b" in err.value.hint
 
 
 def test_unknown_hub_id_suggests():
     with pytest.raises(SpecError) as err:
-        catalog.resolve_architecture("mistralai/Mixtral-8x7B-v0.2", None, HERE)
+        architecture.resolve_architecture("mistralai/Mixtral-8x7B-v0.2", None, HERE)
     assert err.value.path == ("model", "source")
     assert "mistralai/Mixtral-8x7B-v0.1" in err.value.hint
 
 
 def test_architecture_by_name_wins_over_source():
     assert arch("llama-3-8b")["name"] == "llama-3-8b"
-    resolved = catalog.resolve_architecture("s3://bucket/weights", "qwen2.5-7b", HERE)
+    resolved = architecture.resolve_architecture("s3://bucket/weights", "qwen2.5-7b", HERE)
     assert resolved["name"] == "qwen2.5-7b" and resolved["qkv_bias"] is True
 
 
 def test_s3_source_without_architecture_refused():
     with pytest.raises(SpecError) as err:
-        catalog.resolve_architecture("s3://bucket/weights", None, HERE)
+        architecture.resolve_architecture("s3://bucket/weights", None, HERE)
     assert err.value.path == ("model", "architecture")
 
 
@@ -153,9 +153,9 @@ def test_local_config_json(tmp_path):
               "new_decoder_architecture": True, "parallel_attn": True, "bias": False, "vocab_size": 65024}
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "config.json").write_text(json.dumps(config))
-    local = catalog.resolve_architecture("./model", None, tmp_path)
-    assert catalog.count_parameters(local)["total"] == catalog.count_parameters(arch("falcon-40b"))["total"]
-    by_path = catalog.resolve_architecture("s3://x/y", "model/config.json", tmp_path)
+    local = architecture.resolve_architecture("./model", None, tmp_path)
+    assert parameter_counts.count_parameters(local)["total"] == parameter_counts.count_parameters(arch("falcon-40b"))["total"]
+    by_path = architecture.resolve_architecture("s3://x/y", "model/config.json", tmp_path)
     assert by_path["num_key_value_heads"] == 8
 
 
@@ -163,38 +163,38 @@ def test_local_llama_config_matches_catalog(tmp_path):
     config = {"model_type": "llama", "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
               "num_attention_heads": 9, "num_key_value_heads": 3, "vocab_size": 49152, "tie_word_embeddings": True}
     (tmp_path / "config.json").write_text(json.dumps(config))
-    local = catalog.resolve_architecture(".", None, tmp_path)
-    assert catalog.count_parameters(local)["total"] == 134_515_008
+    local = architecture.resolve_architecture(".", None, tmp_path)
+    assert parameter_counts.count_parameters(local)["total"] == 134_515_008
 
 
 def test_unsupported_model_type(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "vocab_size": 50257}))
     with pytest.raises(SpecError):
-        catalog.resolve_architecture(".", None, tmp_path)
+        architecture.resolve_architecture(".", None, tmp_path)
 
 
 def test_every_catalog_entry_resolves_and_counts():
     for name in catalog.load_models():
-        counts = catalog.count_parameters(arch(name))
+        counts = parameter_counts.count_parameters(arch(name))
         assert counts["total"] >= counts["active_per_token"] > counts["embedding"] > 0
 
 
 def test_instances():
-    p4d = catalog.lookup_instance("ml.p4d.24xlarge")
+    p4d = instances.lookup_instance("ml.p4d.24xlarge")
     assert (p4d["accelerators_per_instance"], p4d["kind"], p4d["peak_bf16_tflops"]) == (8, "cuda", 312)
     assert p4d["memory_gib"] < 40 and p4d["price_date"]
-    assert catalog.lookup_instance("p4d.24xlarge")["market"] == "ec2"
-    assert catalog.lookup_instance("ml.g5.12xlarge")["accelerators_per_instance"] == 4
-    assert catalog.lookup_instance("ml.p3.2xlarge")["supports_bf16"] is False
-    trn = catalog.lookup_instance("ml.trn1.32xlarge")
+    assert instances.lookup_instance("p4d.24xlarge")["market"] == "ec2"
+    assert instances.lookup_instance("ml.g5.12xlarge")["accelerators_per_instance"] == 4
+    assert instances.lookup_instance("ml.p3.2xlarge")["supports_bf16"] is False
+    trn = instances.lookup_instance("ml.trn1.32xlarge")
     assert (trn["kind"], trn["accelerators_per_instance"], trn["neuron_cores"], trn["memory_gib"]) == (
         "trainium", 16, 2, 32)
-    assert catalog.lookup_instance("h100-80gb")["market"] == "local"
+    assert instances.lookup_instance("h100-80gb")["market"] == "local"
 
 
 def test_p4d_8xlarge_does_not_exist():
-    assert "ml.p4d.8xlarge" not in catalog.instance_names()
+    assert "ml.p4d.8xlarge" not in instances.instance_names()
     with pytest.raises(SpecError) as err:
-        catalog.lookup_instance("ml.p4d.8xlarge", path=("backend", "instance_type"))
+        instances.lookup_instance("ml.p4d.8xlarge", path=("backend", "instance_type"))
     assert err.value.path == ("backend", "instance_type")
     assert "ml.p4d.24xlarge" in err.value.hint

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tunespec.compiler.catalog import count_parameters, load_models
+from tunespec.compiler.catalog import load_models
+from tunespec.compiler.parameter_counts import count_parameters
 
 from conftest import REPO
 from seed_models import save_tiny_model

@@ -15,7 +15,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.initialization import no_init_weights
 
-from tunespec.compiler import catalog
+from tunespec.compiler import architecture
 
 SKELETON = Path(__file__).resolve().parents[2] / ".gpu" / "llama3-8b-skeleton"
 # The catalog's shape fields that are also Hugging Face config fields of the same name.
@@ -34,7 +34,7 @@ def main() -> int:
     if done.is_file():
         print(f"{args.target}: already built")
         return 0
-    arch = catalog.resolve_architecture(args.architecture, args.architecture, Path("."))
+    arch = architecture.resolve_architecture(args.architecture, args.architecture, Path("."))
     fields = {name: arch[name] for name in CONFIG_FIELDS if arch.get(name) is not None}
     if args.layers:
         fields["num_hidden_layers"] = args.layers

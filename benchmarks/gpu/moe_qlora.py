@@ -65,11 +65,11 @@ def compile_plan(spec: str, layers: int | None = None, **quantization) -> dict:
         plan["method"]["quantization"].update(quantization)
     if layers:
         plan["model"]["architecture"]["num_hidden_layers"] = layers
-        from tunespec.compiler import catalog
+        from tunespec.compiler import parameter_counts
 
         arch = plan["model"]["architecture"]
-        plan["model"]["parameters"].update(catalog.count_parameters(arch),
-                                           trainable=catalog.count_trainable(arch, plan["method"]))
+        plan["model"]["parameters"].update(parameter_counts.count_parameters(arch),
+                                           trainable=parameter_counts.count_trainable(arch, plan["method"]))
     plan["estimates"] = estimate(plan)
     return plan
 
