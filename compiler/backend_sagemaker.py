@@ -1,44 +1,28 @@
 """Plan → SageMaker training job: the exact CreateTrainingJob request, and the same job as SDK 2.x arguments.
 
 Nothing here talks to AWS or imports boto3 or the SageMaker SDK. This module puts the job together and
-decides what the hardware and strategy allow; beside it: the training image (sagemaker_image), inputs
-and uploads (sagemaker_inputs), names, tags and checkpoint prefix (sagemaker_jobs), Environment and
-secrets (sagemaker_secrets), and the requests themselves (sagemaker_requests). Every request is checked
+checks its spot options; beside it: what the instances and strategy allow (sagemaker_distribution), the
+training image (sagemaker_image), inputs and uploads (sagemaker_inputs), names, tags and checkpoint prefix
+(sagemaker_jobs), Environment and secrets (sagemaker_secrets), the container's pinned libraries
+(sagemaker_requirements) and the requests themselves (sagemaker_requests). Every request is checked
 against the service model's limits (sagemaker_validate).
 """
-from typing import List, Optional
+from typing import Optional
 
 from ..schema.contract import (CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, PLAN_HYPERPARAMETER, TASK_HYPERPARAMETER,
                                canonical_json)
-from . import sagemaker_inputs, sagemaker_jobs, sagemaker_secrets, sagemaker_validate
+from . import sagemaker_distribution, sagemaker_inputs, sagemaker_jobs, sagemaker_secrets, sagemaker_validate
 from .errors import SpecError
-from .sagemaker_image import images, instance_family, training_image_uri
+from .sagemaker_image import training_image_uri
 from .sagemaker_requests import (ENTRY_POINT, distribution_hyperparameters, estimator_args,
                                  merge_request, sdk_hyperparameters, training_request)
+from .sagemaker_requirements import container_requirements
 from .supports import BackendSupport
 
 # The job runs tunespec's trainer (runtime/sourcedir.py) in a PyTorch framework image, under torchrun
 # or SMP v2 (runtime/smp.py); Trainium runs on HyperPod/Slurm. No trainer trains in fp8.
 SUPPORTS = BackendSupport(strategies=("none", "ddp", "fsdp", "device_map", "smp"), devices=("cpu", "cuda"),
                           precisions=("fp32", "bf16", "fp16"))
-
-# What the container installs beside the image's own PyTorch (pinned to the image's version, so pip
-# fails instead of silently replacing the image's CUDA build). Versions: those tunespec is tested with.
-CONTAINER_PINS = {
-    "accelerate": "1.15.0",
-    "datasets": "5.2.0",
-    "matplotlib": "3.11.2",
-    "peft": "0.21.2",
-    "pydantic": "2.13.4",
-    "PyYAML": "6.0.3",
-    "rich": "15.0.0",
-    "safetensors": "0.8.0",
-    "tensorboard": "2.21.0",
-    "transformers": "5.17.0",
-    "trl": "1.16.0",
-}
-QUANTIZATION_PIN = "bitsandbytes==0.45.5"
-LIGER_PIN = "liger-kernel==0.6.0"
 
 # Request fields → the spec field a reviewer should change when the API refuses them.
 SPEC_PATHS = {
@@ -60,8 +44,7 @@ SPEC_PATHS = {
 
 def compile_sagemaker(plan: dict, backend: dict) -> dict:
     """The plan's `backend` section for a SageMaker training job (plus its follow-up merge job)."""
-    processor = _processor(plan, backend)
-    distribution = _distribution(plan, backend, processor)
+    distribution = sagemaker_distribution.distribution(plan, backend)
     image = training_image_uri(backend["region"], backend["framework_version"], backend["py_version"],
                                backend["instance_type"], smp="smdistributed" in distribution)
     environment, apply_environment, warnings = sagemaker_secrets.environment(plan, backend)
@@ -116,61 +99,6 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     }
 
 
-# ---- hardware and distribution -------------------------------------------------------------------
-
-def _processor(plan: dict, backend: dict) -> str:
-    family = instance_family(backend["instance_type"])
-    path = ("backend", "instance_type")
-    if family is None:
-        raise SpecError(f"{backend['instance_type']!r} is not a SageMaker instance type", path,
-                        hint="SageMaker training instance types look like `ml.p4d.24xlarge`")
-    if family.startswith(("trn", "inf")) or plan["devices"]["kind"] == "trainium":
-        raise SpecError("tunespec runs Trainium only on HyperPod/Slurm, not as SageMaker training jobs", path,
-                        hint="use `backend.type: hyperpod-slurm` with `strategy: neuron`")
-    return "gpu" if family[0] in ("g", "p") else "cpu"
-
-
-def _distribution(plan: dict, backend: dict, processor: str) -> dict:
-    """The SDK's `distribution` argument for the plan's strategy."""
-    strategy = plan["parallel"]["strategy"]
-    path = ("distribution", "strategy")
-    if strategy == "neuron":
-        raise SpecError("`strategy: neuron` needs Trainium, which tunespec runs on HyperPod/Slurm", path,
-                        hint="use `backend.type: hyperpod-slurm`")
-    if strategy in ("none", "device_map"):
-        if backend["instance_count"] > 1:
-            raise SpecError(f"`strategy: {strategy}` runs one process on one instance, but instance_count is "
-                            f"{backend['instance_count']}", ("backend", "instance_count"),
-                            hint="set instance_count: 1, or use `strategy: ddp`/`fsdp` to train across instances")
-        return {}
-    if processor != "gpu":
-        raise SpecError(f"`strategy: {strategy}` needs GPU instances; {backend['instance_type']} has none", path,
-                        hint="use a GPU instance type (ml.g5.*, ml.p4d.*, ml.p5.*) or `strategy: none`")
-    version = backend["framework_version"]
-    if version not in images()["torch_distributed_gpu_versions"]:
-        raise SpecError(f"PyTorch {version} images do not support torch_distributed (torchrun)",
-                        ("backend", "framework_version"),
-                        hint="supported: " + ", ".join(images()["torch_distributed_gpu_versions"]))
-    distribution: dict = {"torch_distributed": {"enabled": True}}
-    if strategy == "smp":
-        distribution["smdistributed"] = {"modelparallel": {"enabled": True,
-                                                           "parameters": smp_parameters(plan["parallel"]["settings"])}}
-    return distribution
-
-
-def smp_parameters(settings: dict) -> dict:
-    """SMP v2 `mp_parameters`; MoE, delayed init and checkpointing are set by the trainer from the plan."""
-    parameters = {
-        "activation_loading_horizon": settings["activation_loading_horizon"],
-        "expert_parallel_degree": settings["expert_parallel_degree"],
-        "hybrid_shard_degree": settings["hybrid_shard_degree"],
-        "sm_activation_offloading": settings["activation_offloading"],
-    }
-    if settings["tensor_parallel_degree"] > 1:
-        parameters["tensor_parallel_degree"] = settings["tensor_parallel_degree"]
-    return dict(sorted(parameters.items()))
-
-
 # ---- job options ----------------------------------------------------------------------------------
 
 def _check_job_options(plan: dict, backend: dict, checkpoint_s3: Optional[str], warnings: list) -> None:
@@ -190,13 +118,3 @@ def _check_job_options(plan: dict, backend: dict, checkpoint_s3: Optional[str], 
     if not backend.get("checkpoint_s3"):
         warnings.append({"code": "sagemaker-spot-checkpoint-s3", "message": (
             f"spot training checkpoints to {checkpoint_s3} (backend.checkpoint_s3 not given)")})
-
-
-def container_requirements(plan: dict, backend: dict) -> List[str]:
-    """requirements.txt of the sourcedir: the trainer's libraries, pinned; PyTorch held at the image's."""
-    lines = [f"torch=={backend['framework_version']}"] + [f"{name}=={version}" for name, version in CONTAINER_PINS.items()]
-    if plan["method"]["quantization"] or "8bit" in plan["trainer"]["optim"]:
-        lines.append(QUANTIZATION_PIN)
-    if plan["trainer"].get("use_liger_kernel"):
-        lines.append(LIGER_PIN)
-    return sorted(lines, key=str.lower)

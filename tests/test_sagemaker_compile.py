@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tunespec.compiler import backend_sagemaker
+from tunespec.compiler import backend_sagemaker, sagemaker_image
 from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
@@ -329,9 +329,9 @@ def test_validator_reports_pattern_length_enum_and_unknown_members():
 
 
 def test_image_uris_follow_region_partition_and_processor():
-    uri = backend_sagemaker.training_image_uri("cn-north-1", "2.5.1", "py311", "ml.m5.xlarge", smp=False)
+    uri = sagemaker_image.training_image_uri("cn-north-1", "2.5.1", "py311", "ml.m5.xlarge", smp=False)
     assert uri == "727897471807.dkr.ecr.cn-north-1.amazonaws.com.cn/pytorch-training:2.5.1-cpu-py311"
-    uri = backend_sagemaker.training_image_uri("us-east-1", "2.5.1", "py311", "ml.p5.48xlarge", smp=True)
+    uri = sagemaker_image.training_image_uri("us-east-1", "2.5.1", "py311", "ml.p5.48xlarge", smp=True)
     assert uri == "658645717510.dkr.ecr.us-east-1.amazonaws.com/smdistributed-modelparallel:2.5.1-gpu-py311-cu124"
 
 

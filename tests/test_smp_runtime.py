@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tunespec.compiler.backend_sagemaker import smp_parameters
+from tunespec.compiler.sagemaker_distribution import smp_parameters
 from tunespec.compiler.plan import build_plan
 from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
