@@ -1,7 +1,7 @@
 """`backend: sagemaker` compiles to the exact CreateTrainingJob request, checked without AWS.
 
-Golden requests for the seed 000 and 001 specs live in tests/golden/sagemaker/; refresh them after an
-intended change with `pytest tests/test_sagemaker_compile.py --update-golden` and review the diff.
+The golden requests of the seed 000 and 001 specs are the files of their golden plan folders
+(tests/golden/plans/<spec>/sagemaker/); refresh them with `pytest tests/test_plan_golden.py --update-golden`.
 """
 import json
 import re
@@ -18,9 +18,8 @@ from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.schema import contract, sagemaker_api
 
-from conftest import REPO
+from test_plan_golden import GOLDEN, GOLDEN_HOST
 
-GOLDEN = REPO / "tests" / "golden" / "sagemaker"
 SEED_SPECS = ["mixtral-8x7b-viggo-qlora-fsdp", "mixtral-8x7b-sst2-smp-expert-parallel"]
 JOB_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}")
 
@@ -76,15 +75,15 @@ def compile_error(tmp_path, monkeypatch, **changes) -> SpecError:
 # ---- golden requests of the seed specs ------------------------------------------------------------
 
 @pytest.mark.parametrize("stem", SEED_SPECS)
-def test_seed_spec_request_matches_golden(stem, repo_cwd, update_golden):
-    backend = build_plan(load_spec(Path(f"specs/{stem}.yaml")))["backend"]
-    compiled = {key: backend[key] for key in ("create_training_job_request", "merge_job_request", "estimator_args",
-                                              "fit_args")}
-    golden = GOLDEN / f"{stem}.json"
-    if update_golden:
-        golden.parent.mkdir(parents=True, exist_ok=True)
-        golden.write_text(json.dumps(compiled, indent=2, sort_keys=True) + "\n")
-    assert compiled == json.loads(golden.read_text())
+def test_seed_spec_requests_are_the_golden_plans_files(stem, repo_cwd):
+    """What apply sends (the plan's backend section) is what a reviewer reads in the plan folder."""
+    backend = build_plan(load_spec(Path(f"specs/{stem}.yaml")), host=GOLDEN_HOST)["backend"]
+    folder = GOLDEN / stem / "sagemaker"
+    merge = folder / "merge_training_job.json"
+    assert backend["create_training_job_request"] == json.loads((folder / "create_training_job.json").read_text())
+    assert backend["merge_job_request"] == (json.loads(merge.read_text()) if merge.exists() else None)
+    assert {"estimator": backend["estimator_args"], "fit": backend["fit_args"]} == \
+        json.loads((folder / "estimator_args.json").read_text())
 
 
 def test_seed_000_is_torchrun_on_one_p4d_with_warm_pool_and_merge_job(repo_cwd):
