@@ -52,6 +52,19 @@ def _from_bits(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.view(torch.float32)
 
 
+def loaded_weight(experts: nn.Module, name: str) -> torch.Tensor:
+    """An expert parameter as loaded. A device_map that keeps the experts in host memory beside a GPU
+    makes accelerate offload them: the parameter is left on the meta device and the tensor is kept in
+    the module's hook (`weights_map`), from which it is read here."""
+    weight = getattr(experts, name)
+    hook = getattr(experts, "_hf_hook", None)
+    for each in getattr(hook, "hooks", [hook]):  # a SequentialHook holds several
+        offloaded = getattr(each, "weights_map", None)
+        if weight.is_meta and offloaded is not None and name in offloaded:
+            return offloaded[name]
+    return weight
+
+
 class Nf4Experts(nn.Module):
     """The experts of one MoE layer, each expert's matrices in NF4, computing in the compute dtype.
 
@@ -73,7 +86,7 @@ class Nf4Experts(nn.Module):
         storage = STORAGE_DTYPES[quant.get("storage_dtype", "uint8")]
         self._shapes = {}
         for name in EXPERT_PARAMETERS:
-            weight = getattr(experts, name)
+            weight = loaded_weight(experts, name)
             self._shapes[name] = tuple(weight.shape)
             self._quantize(name, weight, storage, device or weight.device)
 

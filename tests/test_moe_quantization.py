@@ -100,6 +100,26 @@ def test_expert_adapters_train_save_reload_and_merge(tokens, tmp_path):
     assert relative_error(merged_logits, base_logits) > 0.05  # the merge changed the experts
 
 
+def test_experts_offloaded_to_host_memory_are_quantized_from_the_offload_hook(tokens):
+    """The trainer's device_map keeps the 16-bit experts in host memory beside the GPU, so accelerate
+    offloads them: their parameters are meta and the tensors live in the hook (seen on 2 x H200)."""
+    from accelerate import cpu_offload
+
+    model = tiny_mixtral()
+    reference = copy.deepcopy(model)
+    moe_quantization.quantize_experts(reference, QUANT)
+    for layer in model.model.layers:
+        cpu_offload(layer.mlp.experts, execution_device=torch.device("cpu"))
+    assert model.model.layers[0].mlp.experts.gate_up_proj.is_meta
+    moe_quantization.quantize_experts(model, QUANT)
+    experts = model.model.layers[0].mlp.experts
+    assert not experts.gate_up_proj.is_meta
+    packed = reference.model.layers[0].mlp.experts.gate_up_proj
+    assert torch.equal(experts.gate_up_proj.view(torch.uint8), packed.view(torch.uint8))
+    with torch.no_grad():
+        assert torch.equal(model(tokens).logits, reference(tokens).logits)
+
+
 def test_meta_experts_get_empty_storage_of_the_right_shape():
     # FSDP ranks that load no weights hold meta tensors; rank 0's are broadcast into these.
     with torch.device("meta"):
