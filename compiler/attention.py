@@ -17,10 +17,12 @@ from typing import Optional, Tuple
 
 from ..schema.kernels import FLEX_MIN_TORCH, attention_installed, attention_refusal
 from . import instances, rules
+from .calibration import PackedAttention
 from .errors import SpecError
 
-SDPA_PACKED_COST = ("a dense document mask built from position_ids (no fused causal path: -8% tokens/s "
-                    "against unpacked batches on an H200, where flex attention lost nothing)")
+SDPA_PACKED_COST = (f"a dense document mask built from position_ids (no fused causal path: "
+                    f"-{PackedAttention.sdpa_document_mask_slowdown.value:.0%} tokens/s against unpacked batches "
+                    "on an H200, where flex attention lost nothing)")
 
 
 def packed_batches(data: dict) -> bool:

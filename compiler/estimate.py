@@ -8,13 +8,10 @@ from __future__ import annotations
 import math
 
 from . import instances
+from .calibration import RunTime, Verdicts
 from .estimate_memory import estimate_memory
 from .estimate_speed import estimate_throughput
 from .suggest import suggest
-
-# Loading the weights before the first step (download from the hub or S3, then to the devices):
-# a rough sustained rate, for the time estimate only.
-LOAD_BYTES_PER_S = 400e6
 
 
 def estimate(plan: dict) -> dict:
@@ -47,7 +44,7 @@ def estimate_time(plan: dict, throughput: dict) -> dict:
     if tokens is None or not rate:
         return {"train_tokens": tokens, "train_s": None, "load_s": None, "total_s": None, "hours": None}
     train_s = tokens / rate
-    load_s = plan["model"]["parameters"]["total"] * 2 / LOAD_BYTES_PER_S
+    load_s = plan["model"]["parameters"]["total"] * 2 / RunTime.load_bytes_per_s.value
     total_s = train_s + load_s
     return {
         "train_tokens": tokens,
@@ -103,7 +100,8 @@ def warnings(plan: dict, memory: dict, throughput: dict, time: dict, cost: dict)
         warn("does-not-fit", f"estimated peak {memory['total_gib']} GiB per device exceeds the "
                              f"{memory['capacity_gib']} GiB of {devices.get('accelerator')}")
     elif memory["verdict"] == "tight":
-        warn("memory-tight", f"estimated peak {memory['total_gib']} GiB is within 10% of the "
+        margin = 1 - Verdicts.tight_fraction.value
+        warn("memory-tight", f"estimated peak {memory['total_gib']} GiB is within {margin:.0%} of the "
                              f"{memory['capacity_gib']} GiB of {devices.get('accelerator')}")
     if devices.get("kind") == "cpu":
         warn("cpu-estimates", "CPU run: memory is what the trainer process holds in host RAM (RSS) and speed "
@@ -119,11 +117,12 @@ def warnings(plan: dict, memory: dict, throughput: dict, time: dict, cost: dict)
     world = plan["parallel"].get("world_size", 1) or 1
     if throughput.get("communication_s") and throughput.get("micro_step_time_s"):
         share = throughput["communication_s"] / throughput["micro_step_time_s"]
-        if world > 1 and share > 0.5:
+        if world > 1 and share > Verdicts.communication_bound_share.value:
             warn("communication-bound", f"collectives take about {share:.0%} of each step: "
                                         "a larger micro batch or gradient accumulation amortises them")
     if memory.get("total_gib") and memory["capacity_gib"] and math.isfinite(memory["total_gib"]):
-        if memory["total_gib"] < 0.3 * memory["capacity_gib"] and plan["trainer"].get("gradient_checkpointing"):
+        underused = memory["total_gib"] < Verdicts.memory_underused_share.value * memory["capacity_gib"]
+        if underused and plan["trainer"].get("gradient_checkpointing"):
             warn("memory-underused", f"the estimate uses {memory['total_gib']} of {memory['capacity_gib']} GiB "
                                      "with gradient checkpointing on: see the suggestions for a faster setting")
     return found

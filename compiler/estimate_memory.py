@@ -15,53 +15,29 @@ bitsandbytes, Trainer with bf16 autocast):
 - the logits and the loss, which for a 128k vocabulary can outweigh everything else;
 - sharding (FSDP, hybrid shard, expert and tensor parallelism, the naive device_map pipeline);
 - the allocator's fragmentation slack and the CUDA context that torch's counters never see.
+
+The measured and assumed numbers it rests on, each with its source, are in compiler/calibration.py.
 """
 from __future__ import annotations
 
 import math
 
 from . import parameter_counts
+from .calibration import GIB, Collectives, CpuTraining, MemoryOverheads, QuantizedStorage, Verdicts
 
-GIB = 1024 ** 3
-
-# --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
-# Memory the CUDA context, kernels and cuBLAS/NCCL handles take outside torch's allocator counters.
-CUDA_CONTEXT_BYTES = int(0.55 * GIB)
-# Reserved beyond allocated at the peak, as a share of the memory allocated during the step (not
-# the resident weights): the caching allocator keeps the freed segments of the loss's large blocks
-# while recomputation under checkpointing asks for other sizes (measured on the H100: 0.21-0.67,
-# median 0.34); without checkpointing the saved activations are allocated once and stay (0.02-0.16,
-# median 0.06). The waste stays below a few large segments however big the step: at most ~6 GiB.
-ALLOCATOR_SLACK = {"checkpointing": 0.35, "no_checkpointing": 0.08}
-ALLOCATOR_SLACK_CAP = 6 * GIB
-# Bytes per logit and token at the loss: the fp32 upcast of the logits (4), the fp32 log-softmax
-# kept for backward (4), and at the start of backward its fp32 gradient (4), less what the bf16
-# logits' early release gives back: 12 by count; the Llama-3 (128k vocabulary) and Mixtral (32k)
-# measurements under checkpointing, where the loss sets the peak, give 11.4-11.8.
-LOGIT_BYTES = 11.5
-# Fraction of the largest per-layer transient (fp32 norm copies, MLP intermediates being built) in
-# flight on top of what is saved.
-TRANSIENT_LAYER_FRACTION = 1.0
-# CPU runs are held to what the trainer process keeps resident in host RAM (RSS), measured with the
-# embedded default on the 2-core Xeon (compiler/estimate_speed.py): the Python process with torch,
-# transformers, TRL and the data before the weights load; and what glibc's allocator keeps mapped
-# beyond a step's own peak (freed activation and logit blocks it reuses), as a share of that peak.
-CPU_PROCESS_BYTES = int(0.55 * GIB)
-CPU_RSS_SLACK = 0.84
-# Verdict bands over the device's memory.
-TIGHT_FRACTION = 0.90
-
+# Bytes per element of each storage dtype.
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "uint8": 1}
-NF4_BLOCKSIZE = 64
-DOUBLE_QUANT_BLOCKSIZE = 256
+# Weight groups repeated in every decoder layer (split over pipeline stages and tensor-parallel ranks).
+PER_LAYER_GROUPS = ("linear", "experts", "router", "norms_and_biases")
 
 
 def nf4_bytes_per_param(double_quant: bool) -> float:
     """4 bits per weight plus the block absmax: fp32 per 64 weights, or with double quantization
     8-bit per 64 weights and one fp32 per 256 blocks."""
+    blocksize = QuantizedStorage.nf4_blocksize.value
     if double_quant:
-        return 0.5 + 1 / NF4_BLOCKSIZE + 4 / (NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE)
-    return 0.5 + 4 / NF4_BLOCKSIZE
+        return 0.5 + 1 / blocksize + 4 / (blocksize * QuantizedStorage.double_quant_blocksize.value)
+    return 0.5 + 4 / blocksize
 
 
 def parameter_groups(arch: dict) -> dict:
@@ -110,7 +86,7 @@ def weight_bytes(arch: dict, method: dict, precision: str, upcast_non_quantized:
                 double = quant.get("double_quant", True)
                 dtype, per = ("nf4+dq" if double else "nf4"), nf4_bytes_per_param(double)
             else:
-                dtype, per = "int8", 1.0 + 4 / 4096  # LLM.int8 row-wise fp32 scales, roughly
+                dtype, per = "int8", QuantizedStorage.int8_bytes_per_param.value
             out[group] = {"params": count, "dtype": dtype, "bytes": int(count * per)}
         else:
             dtype = "fp32" if quant and upcast_non_quantized else dense_dtype
@@ -123,11 +99,11 @@ def optimizer_bytes_per_param(optim: str, param_bytes: int) -> float:
     if optim in ("adamw_torch", "adamw_torch_fused"):
         return 2 * param_bytes  # exp_avg and exp_avg_sq in the parameter's dtype
     if optim in ("adamw_8bit", "paged_adamw_8bit"):
-        return 2.0 + 2 * 4 / 2048  # two uint8 states plus an fp32 absmax per 2048-block each
+        return QuantizedStorage.adamw_8bit_state_bytes_per_param.value
     if optim == "paged_adamw_32bit":
-        return 8.0  # bitsandbytes keeps 32-bit states whatever the parameter dtype
+        return 2.0 * DTYPE_BYTES["fp32"]  # bitsandbytes keeps 32-bit states whatever the parameter dtype
     if optim == "adafactor":
-        return 0.05 * param_bytes  # factored second moment: rows + columns, no first moment
+        return QuantizedStorage.adafactor_state_share.value * param_bytes
     return 0.0  # sgd without momentum
 
 
@@ -262,64 +238,57 @@ def _shard_factors(plan: dict) -> dict:
         sharding = settings.get("sharding", "full_shard")
         states = grads = shard
         weights = shard if sharding in ("full_shard", "hybrid_shard") else 1
-        gather_units = 2 if sharding in ("full_shard", "hybrid_shard") else 0  # current + prefetched layer
+        gather_units = Collectives.gathered_layers.value if sharding in ("full_shard", "hybrid_shard") else 0
     elif strategy == "smp":
         states = grads = weights = shard
-        gather_units = 2
+        gather_units = Collectives.gathered_layers.value
     return {"weights": weights, "grads": grads, "states": states, "tp": tp, "ep": ep, "stages": stages,
             "gather_units": gather_units, "strategy": strategy}
 
 
-def estimate_memory(plan: dict) -> dict:
-    """Per-device peak memory of the plan: breakdown in bytes and GiB, total, capacity, verdict."""
-    arch = plan["model"]["architecture"]
-    method = plan["method"]
-    trainer = plan["trainer"]
-    batch = plan["batch"]
-    devices = plan["devices"]
-    precision = "bf16" if trainer.get("bf16") else ("fp16" if trainer.get("fp16") else "fp32")
-    layers = arch["num_hidden_layers"]
-    h, vocab = arch["hidden_size"], arch["vocab_size"]
-    factors = _shard_factors(plan)
-    tp, ep, stages = factors["tp"], factors["ep"], factors["stages"]
-    full = method["type"] == "full"
+def _precision(trainer: dict) -> str:
+    """The dtype the weights and activations are held in, from the trainer's flags."""
+    return "bf16" if trainer.get("bf16") else ("fp16" if trainer.get("fp16") else "fp32")
 
-    # --- weights ---------------------------------------------------------------------------------
-    upcast = kbit_upcast(plan)
-    weights = weight_bytes(arch, method, precision, upcast)
-    # the experts compute in their dtype, or in the compute dtype when they are NF4
-    expert_bytes = DTYPE_BYTES.get(weights["experts"]["dtype"], 2) if "experts" in weights else 2
-    per_layer_groups = ("linear", "experts", "router", "norms_and_biases")
-    # Tensor parallelism splits the layer matrices; expert parallelism splits the experts; a pipeline
-    # (device_map or neuron) holds 1/stages of the layers plus, on the first and last device, the
-    # embedding and the lm_head; we report the heaviest stage.
-    layers_here = math.ceil(layers / stages)
-    weight_on_device = 0.0
+
+def _resident_weights(arch: dict, weights: dict, factors: dict, layers_here: int) -> tuple:
+    """(loaded, resident) weight bytes on the heaviest device: as loaded, before any sharding, and as held
+    during training. Tensor parallelism splits the layer matrices; expert parallelism splits the experts;
+    a pipeline (device_map or neuron) holds 1/stages of the layers plus, on the first and last device, the
+    embedding and the lm_head, of which the last stage (lm_head and the logits) is reported."""
+    layers, tp, ep, stages = arch["num_hidden_layers"], factors["tp"], factors["ep"], factors["stages"]
+    loaded = 0.0
     for group, info in weights.items():
         size = info["bytes"]
-        if group in per_layer_groups:
+        if group in PER_LAYER_GROUPS:
             size = size * layers_here / layers / tp
             if group == "experts":
                 size /= ep
         elif stages > 1 and group == "embedding" and not arch["tie_word_embeddings"]:
-            size = 0  # embedding on the first stage, lm_head (and the logits) on the last: report the last
+            size = 0
         else:
             size /= tp
-        weight_on_device += size
-    weights_loaded = weight_on_device
-    weight_on_device /= factors["weights"]
+        loaded += size
+    resident = loaded / factors["weights"]
     if factors["weights"] > 1 and "experts" in weights and weights["experts"]["dtype"].startswith("nf4"):
         # NF4 experts' block scales are buffers, replicated on every rank; only the packed 4 bits shard.
         scales = weights["experts"]["bytes"] - weights["experts"]["params"] / 2
-        weight_on_device += scales * layers_here / layers / tp / ep * (1 - 1 / factors["weights"])
+        resident += scales * layers_here / layers / tp / ep * (1 - 1 / factors["weights"])
+    return loaded, resident
 
-    # --- trainable parameters, gradients, optimizer states ---------------------------------------
+
+def _trainable_state(plan: dict, weights: dict, precision: str, factors: dict) -> dict:
+    """Bytes of what training adds to the weights on one device: the adapters (PEFT keeps them fp32; full
+    fine-tuning trains the weights themselves), their gradients, the optimizer states, the optimizer
+    step's temporaries and DDP's gradient buckets."""
+    full = plan["method"]["type"] == "full"
+    tp, ep, stages = factors["tp"], factors["ep"], factors["stages"]
     trainable = plan["model"]["parameters"]["trainable"]
     if full:
         param_bytes = DTYPE_BYTES["fp32" if precision == "fp32" else "bf16"]
-        trainable_extra = 0.0  # the trained weights are the weights above
+        trainable_extra = 0.0  # the trained weights are the weights counted already
     else:
-        param_bytes = 4  # PEFT keeps adapters in fp32
+        param_bytes = DTYPE_BYTES["fp32"]
         trainable_extra = trainable * param_bytes
     model_split = tp * (stages if stages > 1 else 1)
     trainable_here = trainable / model_split
@@ -327,24 +296,53 @@ def estimate_memory(plan: dict) -> dict:
         # expert parallelism places each expert's weights, gradients and states on 1/ep of the ranks
         trainable_here -= weights["experts"]["params"] * (1 - 1 / ep) / model_split
     grads = trainable_here * param_bytes / factors["grads"]
-    optim = trainer.get("optim", "adamw_torch")
-    states = trainable_here * optimizer_bytes_per_param(optim, param_bytes) / factors["states"]
-    step_transient = trainable_here * optimizer_step_transient_per_param(optim, param_bytes) / factors["states"]
-    adapters = trainable_extra / model_split / factors["weights"]
-    # DDP keeps gradient buckets beside the gradients.
-    ddp_buckets = grads if factors["strategy"] == "ddp" and plan["parallel"].get("world_size", 1) > 1 else 0.0
+    optim = plan["trainer"].get("optim", "adamw_torch")
+    parallel = plan["parallel"]
+    return {
+        "adapters": trainable_extra / model_split / factors["weights"],
+        "grads": grads,
+        "states": trainable_here * optimizer_bytes_per_param(optim, param_bytes) / factors["states"],
+        "step_transient": trainable_here * optimizer_step_transient_per_param(optim, param_bytes) / factors["states"],
+        # DDP keeps gradient buckets beside the gradients.
+        "ddp_buckets": grads if factors["strategy"] == "ddp" and parallel.get("world_size", 1) > 1 else 0.0,
+    }
 
-    # FSDP/SMP gather a whole decoder layer (current and prefetched) at compute precision.
-    gathered = 0.0
-    if factors["gather_units"] and factors["weights"] > 1:
-        per_layer = sum(weights[g]["bytes"] for g in per_layer_groups if g in weights) / layers / tp
-        gathered = factors["gather_units"] * per_layer * (1 - 1 / factors["weights"])
 
-    # --- activations -----------------------------------------------------------------------------
+def _gathered_layers(arch: dict, weights: dict, factors: dict) -> float:
+    """FSDP/SMP gather whole decoder layers (the current and the prefetched one) at compute precision."""
+    if not (factors["gather_units"] and factors["weights"] > 1):
+        return 0.0
+    per_layer = sum(weights[g]["bytes"] for g in PER_LAYER_GROUPS if g in weights) / arch["num_hidden_layers"] \
+        / factors["tp"]
+    return factors["gather_units"] * per_layer * (1 - 1 / factors["weights"])
+
+
+def _loss_bytes(plan: dict, tokens: int, upcast: bool, tp: int) -> float:
+    """The logits and the loss of one micro batch: fp32 logits and log-softmax over the vocabulary, or
+    Liger's chunked fused linear cross-entropy."""
+    arch, method = plan["model"]["architecture"], plan["method"]
+    h = arch["hidden_size"]
+    if plan["trainer"].get("use_liger_kernel"):
+        return tokens * h * MemoryOverheads.fused_loss_bytes_per_hidden.value
+    logits = tokens * arch["vocab_size"] * MemoryOverheads.logit_bytes.value / tp
+    if method["type"] == "qlora" and upcast:
+        logits += counts_lm_head(arch) * 2 / tp  # autocast's bf16 copy of the fp32 lm_head
+    return logits
+
+
+def _activations(plan: dict, weights: dict, factors: dict, layers_here: int, upcast: bool, precision: str) -> dict:
+    """Activation memory at the peak of one micro batch: what the layers save for backward, the loss, the
+    one layer being recomputed under checkpointing, the MoE expert buffers. Returns the peak, the loss,
+    the largest single layer in flight, the dequantisation buffer at the peak, the tokens."""
+    arch, method, trainer, batch = plan["model"]["architecture"], plan["method"], plan["trainer"], plan["batch"]
+    h = arch["hidden_size"]
+    tp, ep = factors["tp"], factors["ep"]
     seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
     tokens = batch["micro_batch_size"] * seq
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
     fp32_residual = method["type"] == "qlora" and upcast
+    # the experts compute in their dtype, or in the compute dtype when they are NF4
+    expert_bytes = DTYPE_BYTES.get(weights["experts"]["dtype"], 2) if "experts" in weights else 2
     layer = _layer_activation_bytes(arch, method, attn_impl, seq, expert_bytes, fp32_residual,
                                     bool(trainer.get("use_liger_kernel")))
     residual_bytes = 4 if fp32_residual else 2
@@ -353,76 +351,103 @@ def estimate_memory(plan: dict) -> dict:
     dequant_buffer = expert_dequant_bytes(arch, weights) / tp
     # embedding output, final norm and lm_head input
     outside_layers = tokens * 10 * h / tp
-    if trainer.get("use_liger_kernel"):
-        logits = tokens * h * 4  # fused linear cross-entropy works in chunks
-    else:
-        logits = tokens * vocab * LOGIT_BYTES / tp
-        if method["type"] == "qlora" and upcast:
-            logits += counts_lm_head(arch) * 2 / tp  # autocast's bf16 copy of the fp32 lm_head
-    one_layer = tokens * (layer["saved"] + TRANSIENT_LAYER_FRACTION * layer["transient"]) / tp + adapted_experts \
-        + dequant_buffer
+    logits = _loss_bytes(plan, tokens, upcast, tp)
+    one_layer = tokens * (layer["saved"] + MemoryOverheads.transient_layer_fraction.value * layer["transient"]) / tp \
+        + adapted_experts + dequant_buffer
     if checkpointing:
-        # Each layer keeps only its input. The loss (at the end of forward, start of backward) and
-        # the recomputation of one layer (later in backward) are not in memory at the same time.
-        activations = tokens * layers_here * residual_bytes * h / tp + outside_layers
-        activation_peak = activations + max(logits, one_layer)
+        # Each layer keeps only its input. The loss (at the end of forward, start of backward) and the
+        # recomputation of one layer (later in backward) are not in memory at the same time.
+        saved = tokens * layers_here * residual_bytes * h / tp + outside_layers
+        peak = saved + max(logits, one_layer)
     else:
-        activations = tokens * layers_here * layer["saved"] / tp + outside_layers + adapted_experts
-        activation_peak = activations + tokens * layer["transient"] / tp + dequant_buffer + logits
-
-    dequant_at_peak = dequant_buffer if not checkpointing or one_layer > logits else 0.0
-    on_cpu = devices.get("kind") == "cpu"
-    if on_cpu and precision == "fp32":
+        saved = tokens * layers_here * layer["saved"] / tp + outside_layers + adapted_experts
+        peak = saved + tokens * layer["transient"] / tp + dequant_buffer + logits
+    if plan["devices"].get("kind") == "cpu" and precision == "fp32":
         # No bf16 autocast on such a CPU: each saved activation is fp32, twice what is counted above.
-        activation_peak += activation_peak - logits
+        peak += peak - logits
+    return {"peak": peak, "logits": logits, "one_layer": one_layer, "checkpointing": checkpointing,
+            "dequant_at_peak": dequant_buffer if not checkpointing or one_layer > logits else 0.0,
+            "tokens": tokens}
 
-    # --- peak ------------------------------------------------------------------------------------
-    static = weight_on_device + adapters + states + ddp_buckets
-    # Peak in the backward pass: all activations and the loss; gradients build up as activations are
-    # freed, so the larger of the two ends counts. Peak at the optimizer step: gradients and the
-    # step's temporaries.
-    train_peak = static + gathered + max(activation_peak, grads)
-    step_peak = static + grads + step_transient
-    # Loading: bitsandbytes quantizes onto this process's GPU as the weights load (tunespec's NF4 experts
-    # too), so under FSDP every rank first holds the whole quantized model, and wrapping writes its
-    # shard beside it before the unsharded weights go: measured on 2 x H200, Llama-3-8B QLoRA peaks at
-    # the wrap, 5.41 GiB loaded + its shard (1 and 2 processes; benchmarks/gpu/results-h200x2-fsdp-*).
-    load_peak = weights_loaded + weight_on_device if method["type"] == "qlora" and factors["strategy"] == "fsdp" else 0.0
+
+def _load_peak(plan: dict, factors: dict, loaded: float, resident: float) -> float:
+    """Loading: bitsandbytes quantizes onto this process's GPU as the weights load (tunespec's NF4 experts
+    too), so under FSDP every rank first holds the whole quantized model, and wrapping writes its shard
+    beside it before the unsharded weights go: measured on 2 x H200, Llama-3-8B QLoRA peaks at the wrap,
+    5.41 GiB loaded + its shard (1 and 2 processes; benchmarks/gpu/results-h200x2-fsdp-*)."""
+    return loaded + resident if plan["method"]["type"] == "qlora" and factors["strategy"] == "fsdp" else 0.0
+
+
+def _framework_overhead(devices: dict, allocated: float, resident: float, adapters: float,
+                        checkpointing: bool) -> dict:
+    """What the process holds beyond torch's allocated peak: the caching allocator's slack (a share of what
+    the step allocates beyond the resident weights and adapters, capped) or on a CPU glibc's, the CUDA
+    context, and on a CPU the trainer process itself."""
+    on_cpu = devices.get("kind") == "cpu"
+    if on_cpu:
+        slack = CpuTraining.rss_slack.value
+    else:
+        slack = MemoryOverheads.allocator_slack["checkpointing" if checkpointing else "no_checkpointing"].value
+    reserved = allocated + min(MemoryOverheads.allocator_slack_cap_bytes.value,
+                               slack * max(0.0, allocated - resident - adapters))
+    return {"reserved": reserved,
+            "context": MemoryOverheads.cuda_context_bytes.value if devices.get("kind") == "cuda" else 0,
+            "process": CpuTraining.process_bytes.value if on_cpu else 0}
+
+
+def _verdict(total: float, capacity: float | None) -> str:
+    """fits / tight (within the margin kept for the estimate's error) / does-not-fit / unknown."""
+    if capacity is None:
+        return "unknown"
+    if total <= Verdicts.tight_fraction.value * capacity:
+        return "fits"
+    return "tight" if total <= capacity else "does-not-fit"
+
+
+def estimate_memory(plan: dict) -> dict:
+    """Per-device peak memory of the plan: breakdown in bytes and GiB, total, capacity, verdict.
+
+    The peak is the largest of three moments: the backward pass (all activations and the loss; gradients
+    build up as activations are freed, so the larger of the two ends counts), the optimizer step
+    (gradients and the step's temporaries), and loading (QLoRA under FSDP)."""
+    arch, devices = plan["model"]["architecture"], plan["devices"]
+    precision = _precision(plan["trainer"])
+    factors = _shard_factors(plan)
+    upcast = kbit_upcast(plan)
+    weights = weight_bytes(arch, plan["method"], precision, upcast)
+    layers_here = math.ceil(arch["num_hidden_layers"] / factors["stages"])
+    loaded, resident = _resident_weights(arch, weights, factors, layers_here)
+    state = _trainable_state(plan, weights, precision, factors)
+    gathered = _gathered_layers(arch, weights, factors)
+    act = _activations(plan, weights, factors, layers_here, upcast, precision)
+
+    static = resident + state["adapters"] + state["states"] + state["ddp_buckets"]
+    train_peak = static + gathered + max(act["peak"], state["grads"])
+    step_peak = static + state["grads"] + state["step_transient"]
+    load_peak = _load_peak(plan, factors, loaded, resident)
     allocated = max(train_peak, step_peak, load_peak)
-    slack = CPU_RSS_SLACK if on_cpu else ALLOCATOR_SLACK["checkpointing" if checkpointing else "no_checkpointing"]
-    reserved = allocated + min(ALLOCATOR_SLACK_CAP, slack * max(0.0, allocated - weight_on_device - adapters))
-    context = CUDA_CONTEXT_BYTES if devices.get("kind") == "cuda" else 0
-    process = CPU_PROCESS_BYTES if on_cpu else 0
-    total = reserved + context + process
+    overhead = _framework_overhead(devices, allocated, resident, state["adapters"], act["checkpointing"])
+    reserved = overhead["reserved"]
+    total = reserved + overhead["context"] + overhead["process"]
 
     capacity_gib = devices.get("memory_gib")
-    capacity = capacity_gib * GIB if capacity_gib else None
-    if capacity is None:
-        verdict = "unknown"
-    elif total <= TIGHT_FRACTION * capacity:
-        verdict = "fits"
-    elif total <= capacity:
-        verdict = "tight"
-    else:
-        verdict = "does-not-fit"
-
+    logits_at_peak = not act["checkpointing"] or act["logits"] >= act["one_layer"]
     breakdown = {
-        "weights": weight_on_device,
-        "trainable_adapters": adapters,
-        "gradients": grads,
-        "optimizer_states": states,
-        "optimizer_step_transient": step_transient,
-        "ddp_buckets": ddp_buckets,
+        "weights": resident,
+        "trainable_adapters": state["adapters"],
+        "gradients": state["grads"],
+        "optimizer_states": state["states"],
+        "optimizer_step_transient": state["step_transient"],
+        "ddp_buckets": state["ddp_buckets"],
         "fsdp_gathered_layers": gathered,
         # what the load-and-wrap peak adds over the training step's, when it is the larger
         "loading_peak_excess": max(0.0, load_peak - max(train_peak, step_peak)),
-        "activations": (activation_peak - logits if not checkpointing or logits >= one_layer else activation_peak)
-        - dequant_at_peak,
-        "expert_dequant_buffer": dequant_at_peak,
-        "logits_and_loss": logits if not checkpointing or logits >= one_layer else 0,
+        "activations": (act["peak"] - act["logits"] if logits_at_peak else act["peak"]) - act["dequant_at_peak"],
+        "expert_dequant_buffer": act["dequant_at_peak"],
+        "logits_and_loss": act["logits"] if logits_at_peak else 0,
         "allocator_slack": reserved - allocated,
-        "cuda_context": context,
-        **({"cpu_process": process} if on_cpu else {}),
+        "cuda_context": overhead["context"],
+        **({"cpu_process": overhead["process"]} if devices.get("kind") == "cpu" else {}),
     }
     return {
         "breakdown_bytes": {k: int(v) for k, v in breakdown.items()},
@@ -434,7 +459,7 @@ def estimate_memory(plan: dict) -> dict:
         "total_bytes": int(total),
         "total_gib": round(total / GIB, 2),
         "capacity_gib": capacity_gib,
-        "verdict": verdict,
-        "tokens_per_micro_batch": tokens,
-        "gradient_checkpointing": checkpointing,
+        "verdict": _verdict(total, capacity_gib * GIB if capacity_gib else None),
+        "tokens_per_micro_batch": act["tokens"],
+        "gradient_checkpointing": act["checkpointing"],
     }

@@ -22,86 +22,16 @@ Memory-bound work: LoRA's per-adapter casts, dropout and adds over the activatio
 W + B@A materialisation and full-size gradient per layer and pass; NF4 dequantisation (the experts
 one expert at a time); the optimizer step. NF4 experts run as a Python loop over the experts, whose
 launches count on the CPU side.
+
+The utilisations, byte counts and launch costs, each with its source, are in compiler/calibration.py.
 """
 from __future__ import annotations
 
 from ..schema.contract import TRAINER_MODULE
 from . import instances, parameter_counts
+from .calibration import (Collectives, CpuTraining, DeviceEfficiency, HardwareFallbacks, LaunchCosts, MemoryTraffic,
+                          PackedAttention)
 from .estimate_memory import kbit_upcast, nf4_bytes_per_param, weight_bytes
-
-# --- calibration (benchmarks/measurements/*.json; see benchmarks/estimate_errors.md) -------------
-# Share of the dense bf16 tensor-core peak that the training step's GEMMs reach.
-GEMM_UTILISATION = 0.75
-# Full fine-tuning reaches less of it: every weight also gets a bf16 weight-gradient GEMM written into
-# .grad (measured on Llama-3-8B and Mistral-7B full fine-tunes, 13 cases: 0.53).
-FULL_GEMM_UTILISATION = 0.53
-# Grouped GEMMs of the MoE experts (transformers 5's grouped_mm): many smaller, unevenly split
-# matrices reach less of the peak than one dense GEMM.
-MOE_GEMM_UTILISATION = 0.45
-# Share of the plain fp32 peak that fp32 GEMMs reach (cuBLAS SGEMM on large shapes).
-FP32_UTILISATION = 0.72
-# Share of the datasheet memory bandwidth that elementwise and dequantisation kernels reach.
-BANDWIDTH_EFFICIENCY = 0.70
-# LoRA adapter elementwise traffic, bytes per input element of an adapted module per forward:
-# fp32 cast of the input (read 2, write 4), dropout (read 4, write 4, mask 1), autocast's bf16 copy
-# for lora_A (read 4, write 2); without dropout the dropout term goes.
-LORA_BYTES_PER_INPUT = {"dropout": 21, "no_dropout": 12}
-# ... and per output element: lora_B's fp32 output, the scaling, the cast back and the add.
-LORA_BYTES_PER_OUTPUT = 24
-# ParamWrapper: bytes moved per byte of a layer's fused experts per pass (delta write, W and delta
-# reads, W + delta write, GEMM read; in backward the full-size gradient and its reduction to A, B).
-PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE = 7.5
-# NF4: bytes per weight each time a layer's weight is dequantized and used (packed read + constants,
-# bf16 write, bf16 read by the GEMM).
-DEQUANT_BYTES_PER_PARAM = 0.52 + 2 + 2
-# QLoRA after PEFT's k-bit preparation: the fp32 embedding and norms make the residual stream, the
-# norm outputs and the adapted modules' outputs fp32, so the layer's elementwise kernels move about
-# twice the bytes. Measured: ~30 us/token more than bf16 LoRA on Llama-3-8B (32 layers, 4 pass
-# equivalents with checkpointing): bytes per hidden element per layer and pass.
-FP32_RESIDUAL_BYTES_PER_HIDDEN = 134
-# CPU seconds per decoder layer and pass (forward, recompute, backward): Python, autocast dispatch
-# and kernel launches; PEFT adds several small kernels per adapted module.
-CPU_PER_LAYER_PASS_S = {"full": 1.5e-3, "lora": 5.0e-3, "dora": 6.5e-3, "qlora": 5.5e-3}
-# PEFT's full k-bit preparation adds fp32 casts around every adapted and quantized module: measured
-# 8.0 ms per layer-pass in all (Llama-3-8B QLoRA, H100); without it a plain PEFT loop ran 3,891 tokens/s
-# at micro batch 1 with checkpointing (issue 13), about 5.5 ms.
-KBIT_PREPARATION_CPU_PER_LAYER_PASS_S = 2.5e-3
-# ... and per expert of an NF4 MoE layer and pass: the loop's routing gather, two 4-bit matmuls,
-# their adapters, the activation and the scatter (about 20 launches): measured with the 32-layer
-# Mixtral-8x7B shape on an H200, micro batch 1 with checkpointing, 1.22 s per step
-# (benchmarks/gpu/moe-qlora-h200-2026-11-30.json, mixtral32-nf4).
-CPU_PER_NF4_EXPERT_PASS_S = 0.9e-3
-# Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing), and the share
-# of the link bandwidth they reach: textbook values. On 2 H200s over NVLink the Llama-3-8B-shape FSDP
-# steps measured (benchmarks/gpu/results-h200x2-fsdp-2026-11-30.json) leave them no exposed share.
-COMM_OVERLAP = 0.5
-COMM_EFFICIENCY = 0.7
-# `tunespec apply` runs TRL's SFTTrainer (packed rows with position_ids, Liger's Triton kernels,
-# completion-only masks, per-step logging and token counting) where measure_training.py and the probe
-# run a plain loop: per decoder layer and pass it costs 3.7-5.5 ms more, measured on six apply runs of
-# the Llama-3-8B shape (LoRA and QLoRA, H100 and H200, with and without checkpointing, 1 and 2 GPUs;
-# benchmarks/gpu/results-*.json, replayed by benchmarks/estimate_errors.py). Its profile is issue 15's.
-TRAINER_CPU_PER_LAYER_PASS_S = 5.0e-3
-# ... scaled by the attention kernel of packed batches (compiler/attention.py): those six runs packed
-# under sdpa (a dense document mask), so sdpa is the calibration. The others are uncalibrated (1.0)
-# until apply runs measure them (benchmarks/gpu/packed_apply.py); a plain loop on an H200 lost 8% of
-# tokens/s under sdpa's document mask and nothing under flex attention's.
-TRAINER_PACKED_ATTENTION_SCALE = {"sdpa": 1.0, "eager": 1.0, "flex_attention": 1.0, "flash_attention_2": 1.0}
-# FSDP sharded over several processes: each wrapped layer's all-gather (and in backward its
-# reduce-scatter) is issued and waited for on the CPU path: +1.5-2.5 ms per layer and pass measured on
-# 2 H200s, LoRA and QLoRA (the same results file).
-FSDP_SHARDED_CPU_PER_LAYER_PASS_S = 2.0e-3
-# CPU training (the local backend on this machine's CPU): effective GFLOP/s per core of a whole
-# training step (matmuls, LoRA's elementwise work, the loss, the optimizer) by the vector extension
-# PyTorch uses and the precision, measured with the embedded default (SmolLM2-135M LoRA, 4 × ~250
-# tokens) on a 2-core Xeon (Sapphire Rapids, KVM): avx2 with torch held to AVX2
-# (ATEN_CPU_CAPABILITY=avx2), avx512_bf16 natively. The others are scaled by vector width, unmeasured.
-# Emulated bf16 (no AVX512-BF16/AMX) has no rate: plans refuse it.
-CPU_GFLOPS_PER_CORE = {"avx2": {"fp32": 45}, "avx512": {"fp32": 70}, "avx512_bf16": {"fp32": 70, "bf16": 90},
-                       "amx": {"fp32": 70, "bf16": 180}}
-# Trainium through optimum-neuron: no measurement yet; a conservative share of the peak.
-TRAINIUM_UTILISATION = 0.25
-
 
 def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, attn_impl: str,
                     experts_nf4: bool = False) -> dict:
@@ -146,24 +76,18 @@ def _lora_elementwise_bytes(arch: dict, method: dict, passes: float) -> float:
     if method["type"] == "full" or not lora:
         return 0.0
     shapes = parameter_counts.linear_shapes(arch)
-    per_input = LORA_BYTES_PER_INPUT["dropout" if lora.get("dropout") else "no_dropout"]
-    per_layer = sum(per_input * shapes[n][0] + LORA_BYTES_PER_OUTPUT * shapes[n][1]
+    per_input = MemoryTraffic.lora_bytes_per_input.value["dropout" if lora.get("dropout") else "no_dropout"]
+    per_output = MemoryTraffic.lora_bytes_per_output.value
+    per_layer = sum(per_input * shapes[n][0] + per_output * shapes[n][1]
                     for n in lora.get("target_modules") or [] if n in shapes)
     return arch["num_hidden_layers"] * per_layer * passes
-
-
-# torch's default AdamW ("adamw_torch", the foreach implementation) runs about a dozen elementwise
-# passes over parameters, gradients and both states (lerp, mul, addcmul, sqrt into a temporary, div,
-# add, addcdiv, decay), and gradient clipping reads and scales the gradients again: measured on the
-# Llama-3-8B and Mistral-7B full fine-tunes, 27 bytes moved per byte of parameter.
-FOREACH_ADAMW_BYTES_PER_PARAM_BYTE = 27
 
 
 def _optimizer_bytes(method: str, trainable: int, optim: str) -> float:
     """Bytes the optimizer step reads and writes."""
     param = 4 if method != "full" else 2
     if optim == "adamw_torch":
-        return trainable * param * FOREACH_ADAMW_BYTES_PER_PARAM_BYTE
+        return trainable * param * MemoryTraffic.foreach_adamw_bytes_per_param_byte.value
     # fused and 8-bit kernels read parameter, gradient and both states once and write them back
     state = {"adamw_8bit": 1, "paged_adamw_8bit": 1, "paged_adamw_32bit": 4, "sgd": 0}.get(optim, param)
     return trainable * (2 * param + param + 4 * state)
@@ -202,27 +126,31 @@ def estimate_throughput(plan: dict) -> dict:
 
     tp = parallel.get("tensor_parallel", 1) or 1
     stages = parallel.get("pipeline_stages", 1) or 1
-    utilisation = TRAINIUM_UTILISATION if kind == "trainium" else \
-        FULL_GEMM_UTILISATION if mtype == "full" else GEMM_UTILISATION
+    trainium = DeviceEfficiency.trainium_utilisation.value
+    utilisation = trainium if kind == "trainium" else \
+        DeviceEfficiency.full_gemm_utilisation.value if mtype == "full" else DeviceEfficiency.gemm_utilisation.value
     experts_fp32 = weights.get("experts", {}).get("dtype") == "fp32"
-    expert_rate = (hardware.get("peak_fp32_tflops") or peak_tflops / 8) * 1e12 * FP32_UTILISATION \
-        if experts_fp32 else peak_tflops * 1e12 * (TRAINIUM_UTILISATION if kind == "trainium" else MOE_GEMM_UTILISATION)
+    fp32_peak = hardware.get("peak_fp32_tflops") or peak_tflops / HardwareFallbacks.bf16_to_fp32_peak_ratio.value
+    expert_rate = fp32_peak * 1e12 * DeviceEfficiency.fp32_utilisation.value if experts_fp32 else \
+        peak_tflops * 1e12 * (trainium if kind == "trainium" else DeviceEfficiency.moe_gemm_utilisation.value)
     # Tensor parallelism splits each matmul over tp devices; a device_map pipeline runs its stages
     # one after another, so the whole replica goes at the speed of one device.
     compute_s = tokens * (flops["dense_train"] / (peak_tflops * 1e12 * utilisation)
                           + flops["expert_train"] / expert_rate) / tp
 
-    bandwidth = (hardware.get("memory_bandwidth_gbps") or 2000) * 1e9 * BANDWIDTH_EFFICIENCY
+    bandwidth = (hardware.get("memory_bandwidth_gbps") or HardwareFallbacks.memory_bandwidth_gbps.value) * 1e9 \
+        * DeviceEfficiency.bandwidth_efficiency.value
     # elementwise traffic scales like the matmuls: forward, recompute, and backward at twice forward
     memory_bytes = tokens * _lora_elementwise_bytes(arch, method, passes + 1)
     lora = method.get("lora") or {}
     if mtype != "full" and lora.get("include_experts") and "experts" in weights and not experts_nf4:
-        memory_bytes += passes * weights["experts"]["bytes"] * PARAM_WRAPPER_BYTES_PER_WEIGHT_BYTE
+        memory_bytes += passes * weights["experts"]["bytes"] * MemoryTraffic.param_wrapper_bytes_per_weight_byte.value
     if upcast:
-        memory_bytes += tokens * layers * (passes + 1) * FP32_RESIDUAL_BYTES_PER_HIDDEN * arch["hidden_size"]
+        memory_bytes += tokens * layers * (passes + 1) * MemoryTraffic.fp32_residual_bytes_per_hidden.value \
+            * arch["hidden_size"]
     if mtype == "qlora":
         quant = method.get("quantization") or {}
-        per_param = DEQUANT_BYTES_PER_PARAM - 0.5159 + nf4_bytes_per_param(quant.get("double_quant", True))
+        per_param = MemoryTraffic.dequant_bytes_per_param.value + nf4_bytes_per_param(quant.get("double_quant", True))
         quantized = weights["linear"]["params"] + (weights["experts"]["params"] if experts_nf4 else 0)
         memory_bytes += passes * quantized * per_param
     trainable = plan["model"]["parameters"]["trainable"]
@@ -232,20 +160,22 @@ def estimate_throughput(plan: dict) -> dict:
     memory_s = memory_bytes / tp / bandwidth
     optimizer_s = optimizer_bytes / bandwidth
     gpu_s = compute_s + memory_s
-    cpu_s = layers * passes * CPU_PER_LAYER_PASS_S.get(mtype, CPU_PER_LAYER_PASS_S["lora"])
+    per_method = LaunchCosts.cpu_per_layer_pass_s
+    cpu_s = layers * passes * per_method.get(mtype, per_method["lora"]).value
     if upcast:
-        cpu_s += layers * passes * KBIT_PREPARATION_CPU_PER_LAYER_PASS_S
+        cpu_s += layers * passes * LaunchCosts.kbit_preparation_cpu_per_layer_pass_s.value
     if experts_nf4:
-        cpu_s += layers * passes * arch["num_local_experts"] * CPU_PER_NF4_EXPERT_PASS_S
+        cpu_s += layers * passes * arch["num_local_experts"] * LaunchCosts.cpu_per_nf4_expert_pass_s.value
     if (plan.get("launch") or {}).get("module") == TRAINER_MODULE:
-        cpu_s += layers * passes * TRAINER_CPU_PER_LAYER_PASS_S * TRAINER_PACKED_ATTENTION_SCALE[attn_impl]
+        cpu_s += layers * passes * LaunchCosts.trainer_cpu_per_layer_pass_s.value \
+            * PackedAttention.trainer_scale[attn_impl].value
     if parallel["strategy"] in ("fsdp", "smp") and (parallel.get("shard_degree") or 1) > 1:
-        cpu_s += layers * passes * FSDP_SHARDED_CPU_PER_LAYER_PASS_S
+        cpu_s += layers * passes * LaunchCosts.fsdp_sharded_cpu_per_layer_pass_s.value
 
     comm_s = _communication_seconds(plan, hardware, accumulation)
     # The optimizer step waits for the last gradient: it cannot hide behind the next step's launches.
     busy_s = max(gpu_s, cpu_s) + optimizer_s
-    step_s = busy_s + max(0.0, comm_s - COMM_OVERLAP * busy_s)
+    step_s = busy_s + max(0.0, comm_s - Collectives.overlap.value * busy_s)
     per_replica = tokens / step_s
     replicas = parallel.get("data_parallel", 1) or 1
     devices_per_replica = tp * stages
@@ -271,8 +201,8 @@ def _cpu_throughput(plan: dict) -> dict:
     """A local CPU run: FLOPs of a step at the measured rate of this CPU's cores in the plan's precision."""
     cpu = plan["devices"].get("cpu")
     precision = "bf16" if plan["trainer"].get("bf16") else "fp32"
-    rate = CPU_GFLOPS_PER_CORE.get((cpu or {}).get("capability"), {}).get(precision)
-    if not rate:
+    rate = CpuTraining.gflops_per_core.get((cpu or {}).get("capability"), {}).get(precision)
+    if rate is None:
         return {"tokens_per_s_per_device": None, "tokens_per_s_total": None, "micro_step_time_s": None,
                 "note": "no CPU rate on record for this CPU and precision: `tunespec probe` measures it"}
     batch = plan["batch"]
@@ -281,6 +211,7 @@ def _cpu_throughput(plan: dict) -> dict:
     flops = flops_per_token(plan["model"]["architecture"], plan["method"], seq,
                             bool(plan["trainer"].get("gradient_checkpointing")),
                             plan["model"].get("attn_implementation", "sdpa"))
+    rate = rate.value
     per_second = cpu["cores"] * rate * 1e9
     step_s = tokens * flops["train"] / per_second
     return {"flops_per_token": int(flops["train"]), "cpu_gflops_per_core": rate, "cores": cpu["cores"],
@@ -296,8 +227,10 @@ def _communication_seconds(plan: dict, hardware: dict, accumulation: int) -> flo
         return 0.0
     interconnect = hardware.get("interconnect") or {}
     per_node = devices.get("per_node", 1) or 1
-    intra = (interconnect.get("intra_node_gbytes_per_s") or 16) * 1e9 * COMM_EFFICIENCY
-    inter = (interconnect.get("network_gbps") or 25) * 1e9 / 8 / per_node * COMM_EFFICIENCY
+    efficiency = Collectives.link_efficiency.value
+    intra = (interconnect.get("intra_node_gbytes_per_s") or HardwareFallbacks.intra_node_gbytes_per_s.value) * 1e9 \
+        * efficiency
+    inter = (interconnect.get("network_gbps") or HardwareFallbacks.network_gbps.value) * 1e9 / 8 / per_node * efficiency
 
     def bandwidth(group: int) -> float:
         return intra if group <= per_node else min(intra, inter)
@@ -310,7 +243,8 @@ def _communication_seconds(plan: dict, hardware: dict, accumulation: int) -> flo
         # all-gather the weights for forward and again for backward and reduce-scatter the gradients
         # within a shard group; hybrid sharding then all-reduces the gradient shards across groups
         ring = (shard - 1) / shard
-        weight_bytes = total * (2 if plan["method"]["type"] != "qlora" else 0.6)
+        per_param = 2 if plan["method"]["type"] != "qlora" else Collectives.qlora_gathered_bytes_per_param.value
+        weight_bytes = total * per_param
         seconds = 2 * weight_bytes * ring / bandwidth(shard)
         seconds += grad_bytes * ring / bandwidth(shard) / accumulation
         groups = world // shard

@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 
 from . import catalog, instances, lora_targets, parameter_counts
+from .calibration import Suggestions
 from .estimate_memory import estimate_memory
 from .estimate_speed import estimate_throughput
 
-MAX_MICRO_BATCH = 64
 FITS = ("fits",)
 
 
@@ -133,13 +133,13 @@ def _make_it_faster(plan: dict, throughput: dict) -> list:
         if fit_micro:
             out.append(_entry({"training.gradient_checkpointing": False, **_batch_change(plan, fit_micro)},
                               _speedup_reason("without gradient checkpointing", t, base_rate), m, t))
-    upper = min(MAX_MICRO_BATCH, micro * 8)
+    upper = min(Suggestions.max_micro_batch.value, micro * Suggestions.micro_batch_search_factor.value)
     if upper > micro:
         fit_micro, m, t = _largest_fitting_micro_batch(plan, upper)
         if fit_micro and fit_micro > micro:
             out.append(_entry(_batch_change(plan, fit_micro),
                               _speedup_reason(f"micro batch {fit_micro} still fits", t, base_rate), m, t))
-    return [s for s in out if (s["tokens_per_s"] or 0) > 1.05 * base_rate]
+    return [s for s in out if (s["tokens_per_s"] or 0) > Suggestions.min_speedup.value * base_rate]
 
 
 def _batch_change(plan: dict, micro: int) -> dict:

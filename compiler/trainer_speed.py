@@ -12,17 +12,18 @@ beside the accelerator's work, and no device sync per micro batch for logging's 
 """
 from typing import Optional
 
-WORKERS_PER_PROCESS = 2
+from .calibration import DataLoading
 
 
 def dataloader_workers(devices: dict, processes_per_node: int, cpus_per_node: Optional[int]) -> int:
     """Workers per trainer process: two, within the node's CPUs after one for each trainer process."""
     if devices["kind"] == "cpu":
         return 0
+    workers = DataLoading.workers_per_process.value
     if cpus_per_node is None:
-        return WORKERS_PER_PROCESS
+        return workers
     spare = cpus_per_node // processes_per_node - 1
-    return max(0, min(WORKERS_PER_PROCESS, spare))
+    return max(0, min(workers, spare))
 
 
 def trainer_speed_settings(devices: dict, processes_per_node: int, cpus_per_node: Optional[int]) -> dict:
