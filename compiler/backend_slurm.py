@@ -231,14 +231,22 @@ class _JobWriter:
 
     def _neuron_environment(self, step: str) -> List[str]:
         cache = f"{self.backend['shared_dir'].rstrip('/')}/tunespec/neuron-cache"
+        flags = " ".join(self.plan["parallel"]["settings"]["compiler_flags"] + [f"--cache_dir={cache}"])
         lines = [
             "",
-            "# Compiled graphs are shared by the compile and train jobs (and by later runs of the same shapes).",
-            f'export NEURON_CC_FLAGS="--model-type=transformer --cache_dir={cache}"',
-            "export MALLOC_ARENA_MAX=64",
+            "# The planned neuronx-cc flags; compiled graphs are shared by the compile and train jobs (and by",
+            "# later runs of the same shapes).",
+            f"export NEURON_CC_FLAGS={shlex.quote(flags)}",
+            # The rest as seed 003's recipe sets them: one OpenMP thread per process (32 share a host),
+            # the fused softmax kernel, 5 executions in flight, host allocator arenas capped.
+            "export OMP_NUM_THREADS=1",
+            "export NEURON_FUSE_SOFTMAX=1",
+            "export NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS=5",
+            "export MALLOC_ARENA_MAX=70",
         ]
         if self.plan["trainer"]["bf16"]:
-            lines += ["# torch.float tensors become bfloat16 on the NeuronCores.", "export XLA_USE_BF16=1"]
+            lines += ["# torch.float tensors become bfloat16 on the NeuronCores, rounded stochastically (the recipe's).",
+                      "export XLA_USE_BF16=1", "export NEURON_RT_STOCHASTIC_ROUNDING_EN=1"]
         if step == "train":
             lines += ["# A real run: no graph extraction.", "export NEURON_EXTRACT_GRAPHS_ONLY=0"]
         return lines

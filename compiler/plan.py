@@ -8,6 +8,7 @@ from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
 from .errors import SpecError
+from .neuron import compiler_flags
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
 
@@ -119,6 +120,7 @@ def _parallel_section(loaded: LoadedSpec, devices: dict, arch: dict) -> dict:
         parallel["tensor_parallel"] = dist.tensor_parallel_degree
         parallel["pipeline_stages"] = dist.pipeline_parallel_degree
         parallel["data_parallel"] = world // (dist.tensor_parallel_degree * dist.pipeline_parallel_degree)
+        settings["compiler_flags"] = compiler_flags(dist.compiler_flags, devices["hardware"])
     return parallel
 
 

@@ -1,5 +1,5 @@
 """How the work is spread over devices."""
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, List, Literal, Optional, Union
 
 from pydantic import Field
 
@@ -60,6 +60,9 @@ class NeuronDistribution(SpecModel):
     tensor_parallel_degree: PositiveInt = 8
     pipeline_parallel_degree: PositiveInt = 1
     compile_steps: PositiveInt = Field(10, description="Steps run by neuron_parallel_compile to extract graphs.")
+    compiler_flags: Optional[List[str]] = Field(
+        None, description="neuronx-cc flags (NEURON_CC_FLAGS) without --cache_dir, which the backend sets; "
+                          "default: the flags of seed 003's upstream HyperPod recipe for the instance's Trainium.")
 
 
 Distribution = Annotated[

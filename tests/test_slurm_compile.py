@@ -61,7 +61,23 @@ def test_seed_003_chain_and_neuron_settings(repo_cwd):
         assert "tensor parallel 8, pipeline 1, data parallel 4" in text
         assert "gradient accumulation 3" in text
         assert "--auto-resume=1" in text
+        # The upstream recipe's compiler flags (finetune-llama3-8B.sh), the cache on the shared disk.
+        assert ("export NEURON_CC_FLAGS='--model-type=transformer --distribution-strategy=llm-training "
+                "--enable-saturate-infinity --target=trn1 --cache_dir=/fsx/tunespec/neuron-cache'\n") in text
+        assert "export NEURON_RT_STOCHASTIC_ROUNDING_EN=1\n" in text
     assert "export NEURON_EXTRACT_GRAPHS_ONLY=0" in train_job
+
+
+def test_neuron_compiler_flags_are_the_plans(repo_cwd):
+    plan, backend = plan_and_backend(SPECS["llama3-8b-dolly-trn1"])
+    assert plan["parallel"]["settings"]["compiler_flags"] == [
+        "--model-type=transformer", "--distribution-strategy=llm-training", "--enable-saturate-infinity",
+        "--target=trn1"]
+    plan["parallel"]["settings"]["compiler_flags"] = ["--model-type=transformer", "-O1"]
+    files = compile_slurm(plan, backend)["files"]
+    for job in ("compile", "train"):
+        assert ("export NEURON_CC_FLAGS='--model-type=transformer -O1 --cache_dir=/fsx/tunespec/neuron-cache'\n"
+                in files[f"slurm/{job}.sbatch"])
 
 
 def test_every_job_is_killed_when_its_dependency_fails_and_appends_its_log(repo_cwd):
