@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tunespec.compiler import calibration
+from tunespec.compiler import calibration, catalog
 from tunespec.compiler.calibration import Assumption, Calibrated, Datasheet, Measured
 
 from conftest import REPO
@@ -84,3 +84,16 @@ def test_estimator_modules_keep_no_calibration(module):
              if isinstance(node, ast.Constant) and type(node.value) in (int, float) and node.value not in allowed
              and not (type(node.value) is int and 0 <= node.value <= 16)]
     assert not found, "numbers belong in compiler/calibration.py with their source:\n" + "\n".join(found)
+
+
+def test_every_hardware_number_cites_its_source():
+    """The catalog's hardware facts are data with their own sources: each accelerator its datasheet, each
+    instance family AWS's page, the prices the pricing pages."""
+    hardware = catalog.load_hardware()
+    for name, accelerator in hardware["accelerators"].items():
+        assert accelerator.get("source", "").strip(), f"accelerator {name}: no source"
+    families = hardware["instance_source"]
+    for name in hardware["instances"]:
+        family = name.split(".")[1]
+        assert any(family.startswith(prefix) for prefix in families), f"instance {name}: no instance_source"
+    assert set(hardware["price_source"]) == {"sagemaker", "ec2"}
