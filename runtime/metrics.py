@@ -2,6 +2,7 @@
 carries over from its checkpoint, so the curves cover the whole run)."""
 import json
 import resource
+from collections import Counter
 from pathlib import Path
 from typing import Optional
 
@@ -83,9 +84,20 @@ def peaks_per_rank(peaks: dict) -> dict:
                                                   for phase in ("loaded", "wrapped", "first_step", "end")}}
 
 
+def placement(model) -> Optional[dict]:
+    """Where from_pretrained's device_map put the model: modules of accelerate's map per device
+    (`cuda:0`, `cpu`, `disk`; `{"cuda:0": 1}` is the whole model on one GPU), or None when it was
+    loaded without a device_map."""
+    device_map = getattr(model, "hf_device_map", None)
+    if not device_map:
+        return None
+    devices = (f"cuda:{device}" if isinstance(device, int) else str(device) for device in device_map.values())
+    return dict(Counter(devices))
+
+
 def build_metrics(log_history: list, *, global_step: int, max_steps: int, resumed_from_step: int,
                   tokens_per_s: Optional[float], train_tokens: int, duration_s: float,
-                  outputs: dict, rank_peaks: Optional[dict] = None) -> dict:
+                  outputs: dict, rank_peaks: Optional[dict] = None, placement: Optional[dict] = None) -> dict:
     train, evaluation = loss_histories(log_history)
     eval_losses = [e["eval_loss"] for e in evaluation]
     return {
@@ -104,6 +116,7 @@ def build_metrics(log_history: list, *, global_step: int, max_steps: int, resume
         "duration_s": round(duration_s, 1),
         **peak_memory(),
         **(rank_peaks or {}),
+        **({"placement": placement} if placement else {}),
         "outputs": outputs,
     }
 

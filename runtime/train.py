@@ -114,8 +114,8 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     from . import model_loading, smp
     from .data import build_datasets
     from .merge import finish_outputs
-    from .metrics import (build_metrics, cuda_peak_bytes, memory_phases_callback, peaks_per_rank, plot_losses,
-                          write_metrics)
+    from .metrics import (build_metrics, cuda_peak_bytes, memory_phases_callback, peaks_per_rank, placement,
+                          plot_losses, write_metrics)
     from .progress_callback import ProgressCallback
     from .sft_trainer import sft_trainer_class
 
@@ -139,6 +139,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
     model = smp.load_model(plan, path) if _uses_smp(plan) else model_loading.load_model(plan, path)
     logger.info("attention kernel: %s", model.config._attn_implementation)
+    placed = placement(model)
+    if placed:
+        logger.info("placement (modules of the device map per device): %s; map: %s", placed, model.hf_device_map)
     memory_phases = memory_phases_callback()
     memory_phases.peaks["loaded"] = cuda_peak_bytes()
     callback = ProgressCallback(progress)
@@ -160,7 +163,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     metrics_inputs = dict(log_history=list(state.log_history), global_step=state.global_step,
                           max_steps=state.max_steps, resumed_from_step=callback.resumed_from_step,
                           tokens_per_s=callback.tokens_per_second(), train_tokens=callback.step_tokens,
-                          rank_peaks=peaks_per_rank(memory_phases.peaks))
+                          rank_peaks=peaks_per_rank(memory_phases.peaks), placement=placed)
     # Only the main process goes on, alone: the others' model copies are freed first.
     del trainer, model
     _free_accelerator_memory()
