@@ -8,6 +8,7 @@ from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
 from .errors import SpecError
+from .inference_placement import inference_section
 from .neuron import compiler_flags
 from .precision import resolve_precision
 from .spec_loader import LoadedSpec
@@ -322,6 +323,7 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
     plan["tracking"] = spec.tracking.model_dump()
     plan["outputs"] = spec.outputs.model_dump()
+    plan["inference"] = inference_section(plan["devices"], plan["precision"]["resolved"], spec.backend.type, host)
     plan["secrets"] = spec.secrets.model_dump(exclude_none=True)
     plan["warnings"] = [_located(loaded, w) for w in rules.check_plan(spec, plan)]
     plan["backend"] = _compile_backend(loaded, plan)

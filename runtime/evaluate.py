@@ -26,12 +26,12 @@ def evaluate(run_dir: Path, data_path: Optional[str] = None, limit: Optional[int
     if data_plan["format"]["type"] == "text":
         raise ValueError("text data has no completions to score")
     report(LOADING_MODELS, 0, None)
-    models = BaseAndTuned(plan, run_dir)
-    rows = [data.prompt_and_reference(example, models.tokenizer) for example in data.examples(data_plan, source)]
-    prompts = [prompt for prompt, _ in rows]
-    references = [reference for _, reference in rows]
-    base, tuned = models.answers(prompts, max_new_tokens, batch_size,
-                                 on_batch=lambda done, total: report(GENERATING, done, total))
+    with BaseAndTuned(plan, run_dir) as models:
+        rows = [data.prompt_and_reference(example, models.tokenizer) for example in data.examples(data_plan, source)]
+        prompts = [prompt for prompt, _ in rows]
+        references = [reference for _, reference in rows]
+        base, tuned = models.answers(prompts, max_new_tokens, batch_size,
+                                     on_batch=lambda done, total: report(GENERATING, done, total))
     return {
         "data": source["path"],
         "base": score(base, references),

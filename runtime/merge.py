@@ -19,22 +19,27 @@ SAMPLE_MAX_NEW_TOKENS = 128
 
 
 def merge_adapter(plan: dict, run_dir: Path) -> Path:
-    """Base weights (unquantized, in the compute dtype) + adapter → DIR/merged."""
+    """Base weights (unquantized, in the training precision) + adapter → DIR/merged, the model placed over
+    the devices as the plan's `inference` section says (layers left in the offload folder merge there)."""
     from peft import PeftModel
 
-    base = model_loading.load_for_inference(plan, model_loading.model_path(plan["model"]), device="cpu",
+    placement = model_loading.inference_placement(plan, run_dir)
+    base = model_loading.load_for_inference(plan, model_loading.model_path(plan["model"]), placement,
                                             dtype=model_loading.DTYPES[model_loading.precision(plan)])
-    merged = PeftModel.from_pretrained(base, str(run_dir / ADAPTER)).merge_and_unload()
+    merged = PeftModel.from_pretrained(base, str(run_dir / ADAPTER), **placement).merge_and_unload()
     target = run_dir / MERGED
     merged.save_pretrained(target)
     model_loading.load_tokenizer(str(run_dir / ADAPTER), plan["model"]).save_pretrained(target)
+    del base, merged
+    model_loading.free_accelerator_memory()  # the sample answers load the model again
+    model_loading.remove_offloaded(placement)
     return target
 
 
 def answer_samples(plan: dict, run_dir: Path) -> list:
-    models = BaseAndTuned(plan, run_dir)
-    samples = [{"prompt": prompt, "base": base, "tuned": tuned}
-               for prompt, base, tuned in compare(models, plan["outputs"]["sample_prompts"], SAMPLE_MAX_NEW_TOKENS)]
+    with BaseAndTuned(plan, run_dir) as models:
+        answers = compare(models, plan["outputs"]["sample_prompts"], SAMPLE_MAX_NEW_TOKENS)
+    samples = [{"prompt": prompt, "base": base, "tuned": tuned} for prompt, base, tuned in answers]
     (run_dir / SAMPLES).write_text(json.dumps(samples, indent=2, ensure_ascii=False) + "\n")
     return samples
 

@@ -3,6 +3,7 @@
 Sources: a hub id, a local folder, a GGUF file, or `pkg://DIST/PATH` (a file of an installed package).
 A GGUF model is dequantized into a plain trainable Hugging Face folder once and cached.
 """
+import gc
 import hashlib
 import logging
 import os
@@ -231,13 +232,51 @@ def load_model(plan: dict, path: str):
     return model
 
 
-def load_for_inference(plan: dict, path: str, device: Optional[str] = None, dtype: Optional[torch.dtype] = None):
-    """A model for generation or merging: on the GPU when there is one, in the compute dtype there
-    (fp32 on CPU, where half-precision generation is slow) unless `dtype` says otherwise."""
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = dtype or (DTYPES[precision(plan)] if device.startswith("cuda") else torch.float32)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **hub_options(plan["model"]))
-    return model.to(device).eval()
+def inference_placement(plan: dict, run_dir: Path) -> dict:
+    """from_pretrained's placement options for the merge and the answers to prompts, as the plan's
+    `inference` section places the model (also given to PEFT, which places the adapted model again)."""
+    inference = plan["inference"]
+    max_memory = inference["max_memory"]
+    if max_memory is not None:
+        max_memory = {int(device) if device.isdigit() else device: cap for device, cap in max_memory.items()}
+        gpus = sorted(device for device in max_memory if isinstance(device, int))
+        if gpus and gpus[-1] >= torch.cuda.device_count():
+            raise ModelLoadError(f"the plan places the model over {len(gpus)} GPUs (inference.max_memory); "
+                                 f"this machine has {torch.cuda.device_count()}")
+    return {"device_map": inference["device_map"], "max_memory": max_memory,
+            "offload_folder": str(run_dir / inference["offload_folder"])}
+
+
+def remove_offloaded(placement: dict) -> None:
+    """The offload folder's weights, once their model is gone (the run folder is the job's output)."""
+    shutil.rmtree(placement["offload_folder"], ignore_errors=True)
+
+
+def load_for_inference(plan: dict, path: str, placement: dict, dtype: Optional[torch.dtype] = None):
+    """A model for generation or merging, placed as `placement` (inference_placement) says, in the
+    plan's inference dtype unless `dtype` says otherwise."""
+    dtype = dtype or DTYPES[plan["inference"]["dtype"]]
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement, **hub_options(plan["model"]))
+    return model.eval()
+
+
+def free_accelerator_memory() -> None:
+    """Give the memory of models just dropped back to the devices (the next model needs it)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def input_device(model) -> torch.device:
+    """Where a model takes its inputs: a placed model on its first GPU (accelerate's hooks move the
+    activations on from there; the CPU when it has none), else where its weights are."""
+    placed = list((getattr(model, "hf_device_map", None) or {}).values())
+    if not placed:
+        return model.device
+    gpus = [device for device in placed if device not in ("cpu", "disk")]
+    if not gpus:
+        return torch.device("cpu")
+    return torch.device("cuda", gpus[0]) if isinstance(gpus[0], int) else torch.device(gpus[0])
 
 
 def lora_config(plan: dict, model):

@@ -10,7 +10,6 @@ Exit codes: 0 done, 3 bad data, 4 model cannot be loaded, 5 out of memory, 6 pla
 """
 import argparse
 import dataclasses
-import gc
 import json
 import logging
 import os
@@ -100,14 +99,6 @@ def trainer_config(plan: dict, run_dir: Path, has_eval: bool, resuming: bool):
     return SFTConfig(**settings)
 
 
-def _free_accelerator_memory() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -> None:
     import torch
 
@@ -166,7 +157,7 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
                           rank_peaks=peaks_per_rank(memory_phases.peaks), placement=placed)
     # Only the main process goes on, alone: the others' model copies are freed first.
     del trainer, model
-    _free_accelerator_memory()
+    model_loading.free_accelerator_memory()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     if not is_main_process():

@@ -4,7 +4,7 @@ The compiler builds the plan as plain data (compiler/plan.py); this model is its
 schema/tunespec-plan-v1.schema.json. Sections are of two kinds:
 
 - execution sections (model, method, devices, precision, parallel, data, batch, trainer, launch,
-  tracking, outputs, secrets, backend): what `apply` runs, read by the backends and the trainer;
+  tracking, outputs, inference, secrets, backend): what `apply` runs, read by the backends and the trainer;
 - review-only sections (warnings, estimates, tuning), and review-only fields inside execution sections
   (what the estimate was made from: data statistics, parameter counts, device datasheet numbers),
   marked `x-review-only` in the schema: what a reviewer reads. Nothing in them may influence what
@@ -315,6 +315,20 @@ class LaunchSection(PlanModel):
     module: str = _doc("The Python module each process runs (`python -m`).")
 
 
+class InferenceSection(PlanModel):
+    """Where the merge and the answers to prompts (sample prompts, `tunespec generate`, `tunespec eval`)
+    place the model: passed to from_pretrained (and to PEFT's adapter loading) as is."""
+
+    device_map: Literal["auto"] = _doc("accelerate places the layers over the devices of max_memory, in order.")
+    max_memory: Optional[Dict[str, str]] = _doc(
+        "Memory cap per device: GPU index (`\"0\"`, `\"1\"`, ...) or `cpu`, e.g. `\"35GiB\"`; what does not "
+        "fit goes to offload_folder. Null: what the devices have free at run time (host memory unknown "
+        "when planned).")
+    offload_folder: str = _doc("Folder, inside the run folder, for the weights that fit in no device's cap.")
+    dtype: Literal["bf16", "fp16", "fp32"] = _doc("The dtype answers are generated in (the merge keeps the "
+                                                  "training precision).")
+
+
 # ---- backends --------------------------------------------------------------------------------------
 
 RenderedFiles = Dict[str, str]
@@ -519,6 +533,7 @@ class Plan(PlanModel):
     launch: LaunchSection = _doc("How the trainer processes start.")
     tracking: TrackingSpec = _doc("The spec's tracking section (tensorboard, wandb, mlflow).")
     outputs: OutputsSpec = _doc("The spec's outputs section (adapter, merged model, sample prompts).")
+    inference: InferenceSection = _doc("Where the merge and the answers to prompts place the model.")
     secrets: SecretsSpec = _doc("The spec's secrets section: references only, never values.")
     backend: BackendSection = _doc("Where the run executes, compiled for that backend.")
     warnings: List[PlanWarning] = _doc("Things a reviewer should know.", json_schema_extra=REVIEW_ONLY)

@@ -83,6 +83,8 @@ def uploaded_plan(root: Path, monkeypatch) -> dict:
     monkeypatch.chdir(root)
     plan = build_plan(load_spec(Path("spec.yaml")))
     plan["devices"]["kind"] = "cpu"  # this machine's CPU stands in for the instance's four GPUs
+    assert set(plan["inference"]["max_memory"]) == {"0", "1", "2", "3", "cpu"}  # the merge job's placement
+    plan["inference"] = dict(plan["inference"], max_memory={"cpu": "4GiB"}, dtype="fp32")  # and for its GPUs
     for upload in plan["backend"]["uploads"]:
         s3.upload_file(upload["source"], *split_s3(upload["s3_uri"]))
     s3.put_object(Body=build_sourcedir(plan), **dict(zip(("Bucket", "Key"), split_s3(plan["backend"]["sourcedir"]["s3_uri"]))))
