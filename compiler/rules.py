@@ -402,9 +402,29 @@ def check_plan(spec: Spec, plan: dict) -> List[dict]:
 
 
 
+def device_map_weights_fit_share(plan: dict) -> None:
+    """device_map places the weights within max_memory_fraction of each GPU (runtime/model_loading.py);
+    accelerate would offload what is left to host memory or disk, where PEFT cannot train the layers
+    (their adapters stay on the meta device). Refused: no accepted risk makes it run."""
+    if plan["parallel"]["strategy"] != "device_map":
+        return
+    fraction = plan["parallel"]["settings"]["max_memory_fraction"]
+    share = fraction * plan["devices"]["memory_gib"]
+    weights = plan["estimates"]["memory"]["breakdown_gib"]["weights"]
+    if weights <= share:
+        return
+    raise SpecError(f"device_map: the weights per GPU ({weights} GiB) exceed the {share:.1f} GiB that "
+                    f"max_memory_fraction {fraction} leaves of each {plan['devices']['accelerator']}; the rest "
+                    "would be offloaded to host memory or disk, where the adapters cannot train",
+                    ("distribution", "max_memory_fraction"),
+                    hint="raise `max_memory_fraction`, place the layers over more GPUs, or quantize (`type: qlora`)")
+
+
 def check_estimates(spec: Spec, plan: dict, accepted: Tuple[str, ...]) -> None:
     """Refuse a plan whose memory estimate exceeds the device, unless the risk is accepted (then the
-    estimate's `does-not-fit` warning stays in the plan)."""
+    estimate's `does-not-fit` warning stays in the plan), and a device_map whose weights exceed the GPUs'
+    share."""
+    device_map_weights_fit_share(plan)
     memory = plan["estimates"]["memory"]
     if memory["verdict"] != "does-not-fit" or "does-not-fit" in accepted:
         return
