@@ -11,6 +11,7 @@ RUN/model for full fine-tuning); `merge` folds the adapter into the base weights
 Needs the `[neuron]` extra (optimum-neuron, torch-neuronx) on Trainium nodes; nothing else imports it.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -58,7 +59,8 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
     # The GPU trainer's model loading and adapter config, so both read the plan the same way.
     path = model_loading.model_path(plan["model"])
     tokenizer = model_loading.load_tokenizer(path, plan["model"])
-    model = model_loading.load_model(plan, path)
+    with _model_loading(parallel):
+        model = model_loading.load_model(plan, path)
     lora = model_loading.lora_config(plan, model)
 
     # The GPU trainer's datasets, in TRL's formats: NeuronSFTTrainer is TRL's SFTTrainer underneath.
@@ -83,6 +85,18 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if not max_steps:
         trainer.save_model(str(run_dir / SHARDED_DIR))
+
+
+def _model_loading(parallel: dict):
+    """Lazy loading for model parallelism, as the recipe's train.py loads: the layers are built on the meta
+    device and each process later materialises only its own shard, so 32 processes do not each hold the
+    whole model in host memory (optimum-neuron does nothing lazily with tensor and pipeline degree 1)."""
+    if not parallel["settings"]["lazy_load"]:
+        return contextlib.nullcontext()
+    from optimum.neuron.distributed import lazy_load_for_parallelism
+
+    return lazy_load_for_parallelism(tensor_parallel_size=parallel["tensor_parallel"],
+                                     pipeline_parallel_size=parallel["pipeline_stages"])
 
 
 def consolidate(plan: dict, run_dir: Path) -> None:

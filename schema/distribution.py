@@ -63,6 +63,10 @@ class NeuronDistribution(SpecModel):
     compiler_flags: Optional[List[str]] = Field(
         None, description="neuronx-cc flags (NEURON_CC_FLAGS) without --cache_dir, which the backend sets; "
                           "default: the flags of seed 003's upstream HyperPod recipe for the instance's Trainium.")
+    lazy_load: bool = Field(
+        True, description="Each process builds the model on the meta device and loads only its tensor/pipeline "
+                          "parallel shard (optimum-neuron's lazy_load_for_parallelism), instead of every "
+                          "process loading the whole model into host memory.")
 
 
 Distribution = Annotated[

@@ -1,6 +1,7 @@
 """The Trainium entry (seed 003) uses the GPU trainer's shared parts: environment preparation, model
-loading, tokenizer, LoRA config and datasets. optimum-neuron is a recording double here
-(tests/doubles/neuron, put on PYTHONPATH); the Slurm chain around it is tested in test_slurm_cluster."""
+loading, tokenizer, LoRA config and datasets, with the model loaded lazily for tensor parallelism as the
+recipe's train.py does. optimum-neuron is a recording double here (tests/doubles/neuron, put on
+PYTHONPATH); the Slurm chain around it is tested in test_slurm_cluster."""
 import json
 import os
 import subprocess
@@ -14,22 +15,36 @@ from tunespec.compiler.spec_loader import load_spec
 from seed_models import save_tiny_model
 
 DOUBLES = Path(__file__).resolve().parent / "doubles" / "neuron"
+SEED_003 = Path("specs/llama-3-8b-dolly-lora-trn1.yaml")
 
 
-def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(tmp_path, repo_cwd):
-    plan = build_plan(load_spec(Path("specs/llama-3-8b-dolly-lora-trn1.yaml")))
+def seed_003_plan(tmp_path: Path) -> dict:
+    plan = build_plan(load_spec(SEED_003))
     # The node's copy of the model (the chain's download job puts it on the shared file system).
     plan["model"].update(source=str(save_tiny_model(tmp_path / "llama", "llama", num_key_value_heads=1)),
                          source_kind="local", offline=True)
+    return plan
+
+
+def run_entry(plan: dict, tmp_path: Path, cwd: Path) -> list:
+    """`train_neuron train` on the plan; the records the optimum-neuron double wrote, in call order."""
     (tmp_path / "plan.json").write_text(canonical_json(plan))
     log = tmp_path / "neuron.jsonl"
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(DOUBLES), "NEURON_DOUBLE_LOG": str(log),
+    log.unlink(missing_ok=True)
+    python_path = os.pathsep.join([str(DOUBLES)] + [os.environ["PYTHONPATH"]] * ("PYTHONPATH" in os.environ))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": python_path, "NEURON_DOUBLE_LOG": str(log),
            "HOME": str(tmp_path), "TUNESPEC_CACHE": str(tmp_path / "cache")}
     done = subprocess.run([sys.executable, "-m", "tunespec.runtime.train_neuron", "train", "--plan",
                            str(tmp_path / "plan.json"), "--run-dir", str(tmp_path / "run")],
-                          cwd=repo_cwd, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    [record] = [json.loads(line) for line in log.read_text().splitlines()]
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(tmp_path, repo_cwd):
+    plan = seed_003_plan(tmp_path)
+    records = run_entry(plan, tmp_path, repo_cwd)
+    [record] = [r for r in records if r["call"] == "NeuronSFTTrainer.train"]
     lora = plan["method"]["lora"]
     assert record["lora_targets"] == sorted(lora["target_modules"]) and record["lora_r"] == lora["r"]
     assert record["use_cache"] is False  # set by the shared load_model
@@ -38,3 +53,20 @@ def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(t
     assert record["pad_token"] is not None and record["train_rows"] > 0 and record["eval_rows"] > 0
     assert record["tokenizers_parallelism"] == "false"  # prepare_environment ran
     assert record["learning_rate"] == plan["trainer"]["learning_rate"]
+
+
+def test_each_process_loads_the_model_lazily_for_its_tensor_parallel_shard(tmp_path, repo_cwd):
+    plan = seed_003_plan(tmp_path)
+    assert plan["parallel"]["settings"]["lazy_load"] is True
+    records = run_entry(plan, tmp_path, repo_cwd)
+    # The model was loaded once, under lazy_load_for_parallelism with the plan's degrees, before training.
+    assert [r["call"] for r in records] == ["lazy_load_for_parallelism", "NeuronSFTTrainer.train"]
+    assert records[0] == {"call": "lazy_load_for_parallelism", "model": "LlamaForCausalLM",
+                          "tensor_parallel_size": 8, "pipeline_parallel_size": 1}
+
+
+def test_lazy_loading_off_loads_the_whole_model_in_each_process(tmp_path, repo_cwd):
+    plan = seed_003_plan(tmp_path)
+    plan["parallel"]["settings"]["lazy_load"] = False
+    records = run_entry(plan, tmp_path, repo_cwd)
+    assert [r["call"] for r in records] == ["NeuronSFTTrainer.train"]

@@ -32,7 +32,8 @@ class NeuronSFTTrainer:
 
     def train(self, resume_from_checkpoint=None):
         with open(os.environ["NEURON_DOUBLE_LOG"], "a", encoding="utf-8") as log:
-            log.write(json.dumps(dict(self.record, resume_from_checkpoint=resume_from_checkpoint)) + "\n")
+            log.write(json.dumps(dict(self.record, call="NeuronSFTTrainer.train",
+                                      resume_from_checkpoint=resume_from_checkpoint)) + "\n")
 
     def save_model(self, output_dir):
         os.makedirs(output_dir, exist_ok=True)
