@@ -1,7 +1,8 @@
 """Every example spec compiles into the committed plan folder, byte for byte.
 
 Refresh after an intended change with `pytest tests/test_plan_golden.py --update-golden` and review
-the diff of tests/golden/plans/ like any other code change.
+the diff of tests/golden/plans/ like any other code change. This is the one golden tree of plan output:
+the SageMaker and Slurm tests check their requests and scripts against these folders.
 """
 import shutil
 from pathlib import Path
@@ -15,8 +16,10 @@ from tunespec.compiler.spec_loader import load_spec
 
 from conftest import REPO
 
-# The examples and the embedded default (what `tunespec apply` runs with no argument).
-SPECS = sorted((REPO / "specs").glob("*.yaml")) + [REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"]
+# The examples, the embedded default (what `tunespec apply` runs with no argument), and specs kept only to
+# pin a backend's output (tests/golden/specs/).
+SPECS = (sorted((REPO / "specs").glob("*.yaml")) + [REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"]
+         + sorted((REPO / "tests" / "golden" / "specs").glob("*.yaml")))
 # The machine local CPU plans are made for here: the 2-core AVX2 machine the README's first line targets.
 GOLDEN_HOST = Host(cores=2, capability="avx2", native_bf16=False, memory_gib=16.0, cpu_model="2-core AVX2 x86")
 GOLDEN = REPO / "tests" / "golden" / "plans"

@@ -1,4 +1,8 @@
-"""Slurm backend compile step: golden sbatch scripts, shellcheck, refusals (no Slurm needed)."""
+"""Slurm backend compile step: golden sbatch scripts, shellcheck, refusals (no Slurm needed).
+
+The golden scripts are the files of the specs' golden plan folders (tests/golden/plans/<spec>/slurm/);
+refresh them with `pytest tests/test_plan_golden.py --update-golden`.
+"""
 import copy
 import json
 import shutil
@@ -12,11 +16,12 @@ from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 
-REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO / "tests" / "golden" / "slurm"
+from conftest import REPO
+from test_plan_golden import GOLDEN, GOLDEN_HOST
+
 SPECS = {
     "llama3-8b-dolly-trn1": REPO / "specs" / "llama-3-8b-dolly-lora-trn1.yaml",  # seed 003
-    "llama3-8b-dolly-p4d-2nodes": GOLDEN / "llama-3-8b-fsdp-p4d-2nodes.yaml",
+    "llama3-8b-dolly-p4d-2nodes": REPO / "tests" / "golden" / "specs" / "llama-3-8b-fsdp-p4d-2nodes.yaml",
 }
 
 
@@ -26,21 +31,14 @@ def plan_and_backend(spec_path: Path):
 
 
 @pytest.mark.parametrize("name", sorted(SPECS))
-def test_golden_scripts(name, repo_cwd, update_golden):
-    plan, _ = plan_and_backend(SPECS[name])
-    backend = plan["backend"]
-    files = dict(backend["files"])
-    files["chain.json"] = json.dumps({key: backend[key] for key in ("chain", "cluster_flavour", "run_dir", "type")},
-                                     indent=2, sort_keys=True) + "\n"
-    folder = GOLDEN / name
-    if update_golden:
-        shutil.rmtree(folder, ignore_errors=True)
-        for relative, text in files.items():
-            (folder / Path(relative).name).parent.mkdir(parents=True, exist_ok=True)
-            (folder / Path(relative).name).write_text(text)
-    expected = {path.name: path.read_text() for path in folder.iterdir()}
-    assert {Path(relative).name: text for relative, text in files.items()} == expected, \
-        "generated scripts differ from tests/golden/slurm; refresh with TUNESPEC_UPDATE_GOLDEN=1 if intended"
+def test_scripts_and_chain_are_the_golden_plans(name, repo_cwd):
+    """What apply submits (the plan's backend section) is what a reviewer reads in the plan folder."""
+    spec_path = SPECS[name]
+    backend = build_plan(load_spec(spec_path.relative_to(REPO)), host=GOLDEN_HOST)["backend"]
+    folder = GOLDEN / spec_path.stem
+    assert backend["files"] == {path.relative_to(folder).as_posix(): path.read_text()
+                                for path in sorted((folder / "slurm").iterdir())}
+    assert json.loads(json.dumps(backend)) == json.loads((folder / "plan.json").read_text())["backend"]
 
 
 def test_seed_003_chain_and_neuron_settings(repo_cwd):
