@@ -125,13 +125,17 @@ def start(case: Case, steps: int, threads: int, dry: bool) -> Running:
     return Running(case, process, time.time(), stdout, stderr, handles)
 
 
-def kill_group(running: Running) -> None:
-    """The probe's whole process group (compile or loader workers included), whether or not it ended."""
+def kill_group(process: subprocess.Popen) -> None:
+    """The process's whole group (its trainer, compile or loader workers included), whether or not it ended."""
     try:
-        os.killpg(running.process.pid, signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    running.process.wait()
+    process.wait()
+
+
+def stop(running: Running) -> None:
+    kill_group(running.process)
     for handle in running.handles:
         handle.close()
 
@@ -226,7 +230,7 @@ def run_all(pending: list, state: dict, args, began: float) -> None:
             for job in [job for job in running if job.process.poll() is not None or now - job.started > args.timeout_s
                         or now - began > args.deadline_s + DEADLINE_GRACE_S]:
                 timed_out = job.process.poll() is None
-                kill_group(job)
+                stop(job)
                 running.remove(job)
                 result = result_of(job, timed_out)
                 state["cases"][job.case.name] = result
@@ -247,7 +251,7 @@ def run_all(pending: list, state: dict, args, began: float) -> None:
             time.sleep(1)
     finally:
         for job in running:
-            kill_group(job)
+            stop(job)
 
 
 def main() -> int:
