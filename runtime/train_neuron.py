@@ -38,7 +38,12 @@ def main(argv=None) -> int:
     elif args.action == "consolidate":
         consolidate(plan, args.run_dir)
     else:
-        merge(plan, args.run_dir)
+        from .neuron_adapter import NeuronAdapterError
+
+        try:
+            merge(plan, args.run_dir)
+        except NeuronAdapterError as error:
+            sys.exit(f"merge: {error}")
     return 0
 
 
@@ -111,17 +116,24 @@ def consolidate(plan: dict, run_dir: Path) -> None:
 
 
 def merge(plan: dict, run_dir: Path) -> None:
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """The consolidated adapter folded into the base weights, loaded through the shared model loading."""
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM
 
-    source, revision = plan["model"]["source"], plan["model"]["revision"]
-    base = AutoModelForCausalLM.from_pretrained(source, revision=revision, torch_dtype=torch.bfloat16)
-    merged = PeftModel.from_pretrained(base, str(run_dir / "adapter")).merge_and_unload()
+    from . import model_loading
+    from .neuron_adapter import load_consolidated_adapter
+
+    path = model_loading.model_path(plan["model"])
+    # On the host CPU (the job holds no NeuronCore), in the training precision, as the recipe merges.
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=model_loading.weights_dtype(plan),
+                                                **model_loading.hub_options(plan["model"]))
+    adapter = run_dir / "adapter"
+    model = PeftModel(base, LoraConfig.from_pretrained(str(adapter)))
+    loaded = load_consolidated_adapter(model, adapter)
+    merged = model.merge_and_unload()
     merged.save_pretrained(str(run_dir / "model"), safe_serialization=True)
-    AutoTokenizer.from_pretrained(source, revision=revision).save_pretrained(str(run_dir / "model"))
-    print(f"merged {run_dir / 'adapter'} into {run_dir / 'model'}")
-
+    model_loading.load_tokenizer(path, plan["model"]).save_pretrained(str(run_dir / "model"))
+    print(f"merged {loaded} LoRA tensors of {adapter} into {run_dir / 'model'}")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -70,3 +70,63 @@ def test_lazy_loading_off_loads_the_whole_model_in_each_process(tmp_path, repo_c
     plan["parallel"]["settings"]["lazy_load"] = False
     records = run_entry(plan, tmp_path, repo_cwd)
     assert [r["call"] for r in records] == ["NeuronSFTTrainer.train"]
+
+
+def consolidated_run(plan: dict, tmp_path: Path, rename=lambda name: name) -> Path:
+    """A run folder whose adapter/ is what optimum-neuron's consolidation writes: adapter_config.json and
+    adapter_model.safetensors under PEFT's saved names (no adapter name), with non-zero LoRA weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(plan["model"]["source"]),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.normal_(std=0.5)
+    adapter = tmp_path / "run" / "adapter"
+    model.peft_config["default"].save_pretrained(str(adapter))
+    state = get_peft_model_state_dict(model)
+    save_file({rename(name): tensor.contiguous() for name, tensor in state.items()}, str(adapter / "adapter_model.safetensors"))
+    torch.save(model.merge_and_unload().state_dict(), tmp_path / "expected.pt")
+    (tmp_path / "plan.json").write_text(canonical_json(plan))
+    return tmp_path / "run"
+
+
+def run_merge(tmp_path: Path, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tunespec.runtime.train_neuron", "merge", "--plan",
+                           str(tmp_path / "plan.json"), "--run-dir", str(tmp_path / "run")],
+                          cwd=cwd, env={**os.environ, "HOME": str(tmp_path), "TUNESPEC_CACHE": str(tmp_path / "cache")},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_merge_renames_the_consolidated_lora_keys_and_folds_them_in(tmp_path, repo_cwd):
+    import torch
+    from safetensors.torch import load_file
+
+    plan = seed_003_plan(tmp_path)
+    run_dir = consolidated_run(plan, tmp_path)
+    done = run_merge(tmp_path, repo_cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "merged 4 LoRA tensors" in done.stdout  # q_proj and v_proj of the one layer, A and B each
+    merged = load_file(str(run_dir / "model" / "model.safetensors"))
+    expected = torch.load(tmp_path / "expected.pt")
+    base = load_file(str(Path(plan["model"]["source"]) / "model.safetensors"))
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[name].float(), base[name].float(), atol=0.1)  # the adapter is in
+    assert torch.allclose(merged[name].float(), expected[name].float(), atol=0.05)  # as PEFT merges it (bf16)
+    assert (run_dir / "model" / "tokenizer.json").is_file()
+
+
+def test_merge_refuses_an_adapter_whose_keys_fit_no_lora_weight(tmp_path, repo_cwd):
+    plan = seed_003_plan(tmp_path)
+    # As an unconsolidated fused projection would be named: nothing of q_proj's LoRA weights is in it.
+    run_dir = consolidated_run(plan, tmp_path, rename=lambda name: name.replace("q_proj", "qkv_proj"))
+    done = run_merge(tmp_path, repo_cwd)
+    assert done.returncode == 1
+    assert "does not fit the model: 2 LoRA weights get no tensor" in done.stderr
+    assert "2 tensors have no weight" in done.stderr and "Traceback" not in done.stderr
+    assert not (run_dir / "model").exists()
