@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pathlib
 import sys
 
-from tunespec.compiler import architecture, instances, lora_targets, parameter_counts
+from tunespec.compiler import architecture, lora_targets, parameter_counts
 from tunespec.compiler.estimate import estimate
+from tunespec.compiler.layout import DISTRIBUTION, LayoutChoices, devices_of_hardware, lay_out
 from tunespec.schema import contract
 
 MEASUREMENTS = pathlib.Path(__file__).parent / "measurements"
@@ -35,7 +35,7 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
               num_examples: int | None = None, tokens_per_example: int | None = None, epochs: float = 1.0,
               max_steps: int | None = None, packing: bool = True, kbit_preparation: str = "minimal",
               gpus: int | None = None, runner: str = "plain") -> dict:
-    """A plan dict with the sections estimate() reads, as compiler/plan.py lays them out. `gpus`: the
+    """A plan dict with the sections estimate() reads, laid out by compiler/layout.py as a plan is. `gpus`: the
     local machine's GPU count (a local hardware name is one GPU type); `runner`: the training loop
     measured, tunespec's trainer (`tunespec apply`) or a plain loop (measure_training.py, the probe)."""
     arch = architecture.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
@@ -47,52 +47,25 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
               "storage_dtype": "uint8", "kbit_preparation": kbit_preparation} if method == "qlora" else None)
     method_section = {"type": method, "lora": lora, "quantization": quant}
 
-    hw = instances.lookup_instance(hardware)
-    # Trainium: one process per NeuronCore; the catalog counts cores and memory per chip
-    trainium = hw["kind"] == "trainium"
-    per_node = hw["neuron_cores"] * hw["accelerators_per_instance"] if trainium else (gpus or hw["accelerators_per_instance"])
-    memory = hw["memory_gib"] / hw["neuron_cores"] if trainium else hw["memory_gib"]
-    world = per_node * nodes
-    devices = {"kind": hw["kind"], "accelerator": hw["accelerator"], "memory_gib": memory, "per_node": per_node,
-               "nodes": nodes, "world_size": world, "hardware": hardware, "peak_tflops": hw["peak_bf16_tflops"],
-               "instance_type": hardware if hardware.startswith("ml.") else None}
-    parallel = {"strategy": strategy, "processes_per_node": per_node, "world_size": world, "data_parallel": world,
-                "tensor_parallel": 1, "expert_parallel": 1, "shard_degree": 1, "pipeline_stages": 1,
-                "settings": {"sharding": sharding} if strategy == "fsdp" else {}}
-    if strategy in ("none", "device_map"):
-        parallel.update(processes_per_node=1, world_size=1, data_parallel=1)
-        if strategy == "device_map":
-            parallel["pipeline_stages"] = per_node
-    elif strategy == "fsdp":
-        parallel["shard_degree"] = {"full_shard": world, "shard_grad_op": world, "no_shard": 1,
-                                    "hybrid_shard": per_node}[sharding]
-    elif strategy in ("smp", "neuron"):
-        parallel.update(tensor_parallel=tensor_parallel, expert_parallel=expert_parallel,
-                        data_parallel=world // tensor_parallel, shard_degree=world // tensor_parallel)
-
-    global_batch = micro * accumulation * parallel["data_parallel"]
-    batch = {"micro_batch_size": micro, "gradient_accumulation": accumulation,
-             "data_parallel": parallel["data_parallel"], "global_batch_size": global_batch,
-             "sequence_length": seq, "tokens_per_step": global_batch * seq, "steps_per_epoch": None,
-             "total_steps": max_steps}
-    if num_examples and tokens_per_example:
-        sequences = math.ceil(num_examples * tokens_per_example / seq) if packing else num_examples
-        batch["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
-        if max_steps is None:
-            batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * epochs)
+    data = {"max_seq_length": seq, "packing": packing, "format": {"type": "chat"}, "num_examples": num_examples,
+            "tokens_per_example": tokens_per_example, "eval_fraction": None}
+    distribution = DISTRIBUTION.validate_python(
+        {"strategy": strategy, **({"sharding": sharding} if strategy == "fsdp" else {}),
+         **({"tensor_parallel_degree": tensor_parallel} if strategy in ("smp", "neuron") else {}),
+         **({"expert_parallel_degree": expert_parallel} if strategy == "smp" else {})})
+    choices = LayoutChoices(distribution=distribution, micro_batch_size=micro, gradient_accumulation=accumulation,
+                            precision="bf16", allow_emulated_bf16=False, epochs=None if max_steps else epochs,
+                            max_steps=max_steps, kbit_preparation=kbit_preparation if method == "qlora" else None)
+    layout = lay_out(devices_of_hardware(hardware, per_node=gpus, nodes=nodes), choices, data)
     return {
         "model": {"architecture": arch, "attn_implementation": attn,
                   "parameters": {**parameter_counts.count_parameters(arch),
                                  "trainable": parameter_counts.count_trainable(arch, method_section)}},
         "method": method_section,
-        "data": {"max_seq_length": seq, "packing": packing, "num_examples": num_examples,
-                 "tokens_per_example": tokens_per_example, "eval_fraction": None},
-        "devices": devices,
-        "parallel": parallel,
-        "trainer": {"per_device_train_batch_size": micro, "gradient_accumulation_steps": accumulation,
-                    "optim": optim, "bf16": True, "fp16": False, "gradient_checkpointing": checkpointing,
-                    "use_liger_kernel": liger, "max_steps": max_steps or -1, "num_train_epochs": epochs},
-        "batch": batch,
+        "data": data,
+        **layout,
+        "trainer": {"optim": optim, "gradient_checkpointing": checkpointing, "use_liger_kernel": liger,
+                    "max_steps": max_steps or -1, "num_train_epochs": epochs},
         "launch": {"module": RUNNERS[runner]},
     }
 

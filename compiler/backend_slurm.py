@@ -244,7 +244,7 @@ class _JobWriter:
             "export NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS=5",
             "export MALLOC_ARENA_MAX=70",
         ]
-        if self.plan["trainer"]["bf16"]:
+        if self.plan["precision"]["resolved"] == "bf16":
             lines += ["# torch.float tensors become bfloat16 on the NeuronCores, rounded stochastically (the recipe's).",
                       "export XLA_USE_BF16=1", "export NEURON_RT_STOCHASTIC_ROUNDING_EN=1"]
         if step == "train":

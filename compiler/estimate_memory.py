@@ -53,13 +53,6 @@ def parameter_groups(arch: dict) -> dict:
             "lm_head": lm_head, "norms_and_biases": other}
 
 
-def kbit_upcast(plan: dict) -> bool:
-    """Whether the runtime runs PEFT's prepare_model_for_kbit_training (the plan's full k-bit
-    preparation; the rules refuse it under FSDP/SMP)."""
-    quant = plan["method"].get("quantization") if plan["method"]["type"] == "qlora" else None
-    return bool(quant) and quant.get("kbit_preparation") == "full"
-
-
 def quantized_groups(method: dict) -> tuple:
     """The weight groups QLoRA stores in 4 or 8 bits: bitsandbytes' 8-bit path leaves the fused
     experts 16-bit; the 4-bit path quantizes them too."""
@@ -246,11 +239,6 @@ def _shard_factors(plan: dict) -> dict:
             "gather_units": gather_units, "strategy": strategy}
 
 
-def _precision(trainer: dict) -> str:
-    """The dtype the weights and activations are held in, from the trainer's flags."""
-    return "bf16" if trainer.get("bf16") else ("fp16" if trainer.get("fp16") else "fp32")
-
-
 def _resident_weights(arch: dict, weights: dict, factors: dict, layers_here: int) -> tuple:
     """(loaded, resident) weight bytes on the heaviest device: as loaded, before any sharding, and as held
     during training. Tensor parallelism splits the layer matrices; expert parallelism splits the experts;
@@ -411,9 +399,9 @@ def estimate_memory(plan: dict) -> dict:
     build up as activations are freed, so the larger of the two ends counts), the optimizer step
     (gradients and the step's temporaries), and loading (QLoRA under FSDP)."""
     arch, devices = plan["model"]["architecture"], plan["devices"]
-    precision = _precision(plan["trainer"])
+    precision = plan["precision"]["resolved"]
     factors = _shard_factors(plan)
-    upcast = kbit_upcast(plan)
+    upcast = plan["precision"]["kbit_upcast"]
     weights = weight_bytes(arch, plan["method"], precision, upcast)
     layers_here = math.ceil(arch["num_hidden_layers"] / factors["stages"])
     loaded, resident = _resident_weights(arch, weights, factors, layers_here)

@@ -31,7 +31,7 @@ from ..schema.contract import TRAINER_MODULE
 from . import instances, parameter_counts
 from .calibration import (Collectives, CpuTraining, DeviceEfficiency, HardwareFallbacks, LaunchCosts, MemoryTraffic,
                           PackedAttention)
-from .estimate_memory import kbit_upcast, nf4_bytes_per_param, weight_bytes
+from .estimate_memory import nf4_bytes_per_param, weight_bytes
 
 def flops_per_token(arch: dict, method: dict, seq: int, checkpointing: bool, attn_impl: str,
                     experts_nf4: bool = False) -> dict:
@@ -117,7 +117,7 @@ def estimate_throughput(plan: dict) -> dict:
     checkpointing = bool(trainer.get("gradient_checkpointing"))
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
     mtype = method["type"]
-    upcast = kbit_upcast(plan)
+    upcast = plan["precision"]["kbit_upcast"]
     weights = weight_bytes(arch, method, "bf16", upcast)
     experts_nf4 = weights.get("experts", {}).get("dtype", "").startswith("nf4")
     flops = flops_per_token(arch, method, seq, checkpointing, attn_impl, experts_nf4)
@@ -200,7 +200,7 @@ def estimate_throughput(plan: dict) -> dict:
 def _cpu_throughput(plan: dict) -> dict:
     """A local CPU run: FLOPs of a step at the measured rate of this CPU's cores in the plan's precision."""
     cpu = plan["devices"].get("cpu")
-    precision = "bf16" if plan["trainer"].get("bf16") else "fp32"
+    precision = plan["precision"]["resolved"]
     rate = CpuTraining.gflops_per_core.get((cpu or {}).get("capability"), {}).get(precision)
     if rate is None:
         return {"tokens_per_s_per_device": None, "tokens_per_s_total": None, "micro_step_time_s": None,

@@ -6,7 +6,6 @@ slower than fp32 there). An explicit bf16 on a local CPU
 that only emulates it is kept (with a located warning; `apply` refuses it unless
 `training.allow_emulated_bf16` insists), since it trains many times slower than fp32 there.
 """
-from ..schema import Spec
 from . import instances
 
 # CPUs on which bf16 training beats fp32: AMX's tile matmuls. AVX512-BF16 alone computes bf16 natively
@@ -14,14 +13,14 @@ from . import instances
 FASTER_BF16_CAPABILITIES = ("amx",)
 
 
-def resolve_precision(spec: Spec, devices: dict) -> dict:
-    """plan["precision"]: {requested, resolved, reason, allow_emulated_bf16}."""
-    requested = spec.training.precision
+def resolve_precision(requested: str, allow_emulated_bf16: bool, devices: dict) -> dict:
+    """plan["precision"] without the k-bit upcast (compiler/layout.py adds it): training.precision
+    (`requested`) resolved for the devices, and why."""
     resolved, reason = requested, None
     if requested == "auto":
         resolved, reason = _auto(devices)
     return {"requested": requested, "resolved": resolved, "reason": reason,
-            "allow_emulated_bf16": spec.training.allow_emulated_bf16}
+            "allow_emulated_bf16": allow_emulated_bf16}
 
 
 def _auto(devices: dict) -> tuple:

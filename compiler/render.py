@@ -3,6 +3,7 @@ import shutil
 from pathlib import Path
 
 from ..schema.contract import PLAN_FILE, canonical_json
+from ..schema.trainer_arguments import trainer_arguments
 from .errors import SpecError
 from .summary import summary_markdown
 
@@ -11,7 +12,7 @@ def plan_files(plan: dict) -> dict:
     """Every file of the plan folder, by relative path."""
     files = {
         PLAN_FILE: canonical_json(plan),
-        "trainer_args.json": canonical_json(plan["trainer"]),
+        "trainer_args.json": canonical_json(trainer_arguments(plan)),
         "launch.json": canonical_json({"launch": plan["launch"], "parallel": plan["parallel"]}),
         "summary.md": summary_markdown(plan),
     }

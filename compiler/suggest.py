@@ -1,11 +1,15 @@
 """Concrete changes to a plan that make it fit or go faster, found by re-running the estimator on
-modified copies of the plan. Each suggestion names the spec fields to change and what they buy.
+modified copies of the plan. Each suggestion names the spec fields to change and what they buy; a change
+of the layout (batch, distribution, instance) is the plan's own layout choices with that change, laid out
+by compiler/layout.py as the plan was.
 """
 from __future__ import annotations
 
 import copy
 
+from ..schema.distribution import FsdpDistribution
 from . import catalog, instances, lora_targets, parameter_counts
+from .layout import LayoutChoices, devices_of_hardware, lay_out
 from .calibration import Suggestions
 from .estimate_memory import estimate_memory
 from .estimate_speed import estimate_throughput
@@ -34,16 +38,19 @@ def _entry(change: dict, reason: str, memory: dict, throughput: dict) -> dict:
             "tokens_per_s": rate, "message": message}
 
 
+def _relaid(plan: dict, devices: dict | None = None, **changes) -> dict:
+    """The plan laid out again with its layout choices changed (and on other `devices`)."""
+    variant = copy.deepcopy(plan)
+    choices = LayoutChoices.of_plan(plan).with_changes(**changes)
+    variant.update(lay_out(devices or variant["devices"], choices, variant["data"]))
+    return variant
+
+
 def _with_micro_batch(plan: dict, micro: int) -> dict:
     """The plan with another micro batch, gradient accumulation raised to keep the global batch."""
-    variant = copy.deepcopy(plan)
-    batch = variant["batch"]
+    batch = plan["batch"]
     global_batch = batch["micro_batch_size"] * batch["gradient_accumulation"]
-    batch["micro_batch_size"] = micro
-    batch["gradient_accumulation"] = max(1, global_batch // micro)
-    variant["trainer"]["per_device_train_batch_size"] = micro
-    variant["trainer"]["gradient_accumulation_steps"] = batch["gradient_accumulation"]
-    return variant
+    return _relaid(plan, micro_batch_size=micro, gradient_accumulation=max(1, global_batch // micro))
 
 
 def _with_checkpointing(plan: dict, on: bool) -> dict:
@@ -91,7 +98,7 @@ def _make_it_fit(plan: dict, memory: dict) -> list:
             out.append(refined)
     world = plan["devices"].get("per_node", 1) * plan["devices"].get("nodes", 1)
     if world > 1 and plan["parallel"]["strategy"] in ("none", "ddp", "device_map"):
-        refined = _refined(_with_fsdp(plan, world),
+        refined = _refined(_with_fsdp(plan),
                            {"distribution.strategy": "fsdp", "distribution.sharding": "full_shard"},
                            f"shard weights, gradients and optimizer states over the {world} devices")
         if refined:
@@ -166,18 +173,14 @@ def _as_qlora(plan: dict) -> dict:
     lora["target_modules"] = lora_targets.resolve_target_modules(arch, lora.get("target_modules") or "all-linear")
     variant["method"] = {"type": "qlora", "lora": lora,
                          "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True,
-                                          "compute_dtype": "bf16", "storage_dtype": "uint8"}}
+                                          "compute_dtype": "bf16", "storage_dtype": "uint8",
+                                          "kbit_preparation": "minimal"}}
     variant["model"]["parameters"]["trainable"] = parameter_counts.count_trainable(arch, variant["method"])
     return variant
 
 
-def _with_fsdp(plan: dict, world: int) -> dict:
-    variant = copy.deepcopy(plan)
-    per_node = variant["devices"].get("per_node", 1)
-    variant["parallel"].update(strategy="fsdp", world_size=world, data_parallel=world, shard_degree=world,
-                               processes_per_node=per_node, pipeline_stages=1,
-                               settings={"sharding": "full_shard"})
-    return variant
+def _with_fsdp(plan: dict) -> dict:
+    return _relaid(plan, distribution=FsdpDistribution(strategy="fsdp", sharding="full_shard"))
 
 
 def _larger_instance(plan: dict) -> dict | None:
@@ -200,29 +203,11 @@ def _larger_instance(plan: dict) -> dict | None:
             continue
         if best is not None and price >= best[0]:
             continue
-        refined = _refined(_on_instance(plan, name, hardware), {"backend.instance_type": name},
+        on_instance = _relaid(plan, devices_of_hardware(name, nodes=plan["devices"]["nodes"]))
+        refined = _refined(on_instance, {"backend.instance_type": name},
                            f"{hardware['accelerators_per_instance']}x {hardware['accelerator_name']} "
                            f"(${price}/h list price)")
         if refined["verdict"] in FITS:
             best = (price, refined)
     return best[1] if best else None
 
-
-def _on_instance(plan: dict, name: str, hardware: dict) -> dict:
-    variant = copy.deepcopy(plan)
-    per_node = hardware["accelerators_per_instance"]
-    nodes = variant["devices"].get("nodes", 1)
-    variant["devices"].update(accelerator=hardware["accelerator"], memory_gib=hardware["memory_gib"],
-                              per_node=per_node, world_size=per_node * nodes, instance_type=name, hardware=name,
-                              peak_tflops=hardware["peak_bf16_tflops"])
-    parallel = variant["parallel"]
-    if parallel["strategy"] == "device_map":
-        parallel["pipeline_stages"] = per_node
-    elif parallel["strategy"] not in ("none",):
-        world = per_node * nodes
-        parallel.update(world_size=world, processes_per_node=per_node,
-                        data_parallel=world // (parallel.get("tensor_parallel", 1) or 1))
-        if parallel["strategy"] == "fsdp" and (parallel.get("shard_degree", 1) or 1) > 1:
-            hybrid = (parallel.get("settings") or {}).get("sharding") == "hybrid_shard"
-            parallel["shard_degree"] = per_node if hybrid else world
-    return variant

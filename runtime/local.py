@@ -117,7 +117,7 @@ def _saved_plan_conflict(run_dir: Path, plan: dict) -> Optional[str]:
 
 def _precision_refusal(plan: dict) -> Optional[str]:
     """Why this machine should not train the plan's precision, or None."""
-    if plan["devices"]["kind"] != "cpu" or not plan["trainer"].get("bf16"):
+    if plan["devices"]["kind"] != "cpu" or plan["precision"]["resolved"] != "bf16":
         return None
     host = detect_host()
     if host.native_bf16 or plan["precision"]["allow_emulated_bf16"]:

@@ -14,6 +14,7 @@ import time
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
+from ..schema.trainer_arguments import trainer_arguments
 from . import model_loading
 
 # torch's device name → the hardware catalog's local GPU entry.
@@ -113,7 +114,7 @@ def _build_model(plan: dict, layers: int, cuda: bool, scratch: str):
 def measure(plan: dict, layers: int, steps: int = 8, warmup: int = 3) -> dict:
     """Run `steps` training steps of the plan's per-device work; median step time after warm-up."""
     cuda = torch.cuda.is_available()
-    trainer_plan, batch = plan["trainer"], plan["batch"]
+    trainer_plan, batch = trainer_arguments(plan), plan["batch"]
     length = batch["sequence_length"]
     with tempfile.TemporaryDirectory(prefix="tunespec-probe-") as scratch:
         model = _build_model(plan, layers, cuda, scratch)

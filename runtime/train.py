@@ -21,6 +21,7 @@ from .progress import LOADING, READING_DATA, SAVING, WRITING, ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
 from ..schema.kernels import missing_kernels
+from ..schema.trainer_arguments import trainer_arguments
 from .train_env import prepare_environment
 
 EXIT_DATA, EXIT_MODEL, EXIT_OOM, EXIT_PLAN = 3, 4, 5, 6
@@ -55,9 +56,10 @@ def _uses_blocks(plan: dict) -> bool:
 
 
 def plan_trainer_settings(plan: dict, known: set) -> dict:
-    """plan.trainer in the names of a config class whose fields are `known` (SFTConfig, NeuronSFTConfig)."""
+    """The plan's trainer arguments in the names of a config class whose fields are `known` (SFTConfig,
+    NeuronSFTConfig)."""
     # None means "the library's default" in the plan (e.g. save_steps with save_strategy epoch).
-    settings = {key: value for key, value in plan["trainer"].items() if value is not None}
+    settings = {key: value for key, value in trainer_arguments(plan).items() if value is not None}
     if "warmup_ratio" in settings and "warmup_ratio" not in known:
         # The plan format names warmup_ratio; transformers 5 folded it into warmup_steps (< 1: a ratio).
         settings.setdefault("warmup_steps", settings.pop("warmup_ratio"))
@@ -65,14 +67,15 @@ def plan_trainer_settings(plan: dict, known: set) -> dict:
 
 
 def trainer_config(plan: dict, run_dir: Path, has_eval: bool, resuming: bool):
-    """SFTConfig from plan.trainer (TrainingArguments/SFTConfig names) plus what the run folder decides."""
+    """SFTConfig from the plan's trainer arguments plus what the run folder decides."""
     from trl import SFTConfig
 
     known = {field.name for field in dataclasses.fields(SFTConfig)}
     settings = plan_trainer_settings(plan, known)
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise PlanError(f"plan.trainer has keys this TRL/transformers does not know: {', '.join(unknown)}")
+        raise PlanError(f"the plan's trainer arguments have keys this TRL/transformers does not know: "
+                        f"{', '.join(unknown)}")
     if _uses_blocks(plan):
         # Blocks are already max_seq_length tokens of plain text: nothing to pack or mask.
         settings.update(packing=False, completion_only_loss=False)

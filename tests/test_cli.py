@@ -99,7 +99,8 @@ def test_the_embedded_default_validates_and_plans_for_this_machine(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "cores, avx2" in done.stdout and "fp32 (auto: this CPU (avx2) has no native bf16" in done.stdout
     plan = json.loads((tmp_path / "p" / "plan.json").read_text())
-    assert plan["trainer"]["bf16"] is False and plan["estimates"]["memory"]["verdict"] == "fits"
+    trainer_args = json.loads((tmp_path / "p" / "trainer_args.json").read_text())
+    assert trainer_args["bf16"] is False and plan["estimates"]["memory"]["verdict"] == "fits"
 
 
 def test_explicit_bf16_on_a_cpu_without_it_warns_at_plan_and_is_refused_at_apply(tmp_path):

@@ -178,7 +178,7 @@ def test_the_trainer_runs_the_planned_kernel_on_packed_batches(tmp_path):
         outputs: {{sample_prompts: []}}
         """))
     plan = build_plan(load_spec(spec), cwd=tmp_path)
-    assert plan["trainer"]["packing"] and plan["model"]["attn_implementation"] == "sdpa"
+    assert plan["data"]["packing"] and plan["model"]["attn_implementation"] == "sdpa"
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     done = subprocess.run([sys.executable, "-m", "tunespec.runtime.train", "--plan", "plan.json", "--run-dir", "run"],
                           capture_output=True, text=True, cwd=tmp_path)

@@ -2,7 +2,8 @@
 (`x-review-only`, schema/plan.py) are for the reviewer and nothing that runs may need them.
 
 How "read" is checked, and its limits: a static scan. A field counts as read when its name appears in
-the sources of what executes the plan: runtime/*.py (the trainer and the backends' apply side) and, for
+the sources of what executes the plan: runtime/*.py (the trainer and the backends' apply side),
+schema/trainer_arguments.py (what the trainer is given: the trainer section, the batch, the precision) and, for
 fields outside `backend`, the compiler's backend modules (compiler/backend_*.py, compiler/sagemaker_*.py),
 which turn plan sections into scripts and requests. Names are taken from string literals (`plan["x"]`,
 `.get("x")`), attribute names and keyword arguments. The scan cannot tell which section a name is read
@@ -33,7 +34,7 @@ from conftest import REPO
 
 FieldPath = Tuple[str, ...]
 PASSED_WHOLE = {
-    ("trainer",): "runtime/train.py: SFTConfig(**plan.trainer), which refuses a key TRL does not know",
+    ("trainer",): "runtime/train.py: SFTConfig(**trainer_arguments(plan)), which refuses a key TRL does not know",
     ("model", "architecture"): "runtime/probe.py: every key becomes the probe model's config",
     ("backend", "create_training_job_request"): "runtime/sagemaker.py sends it as is (botocore validates it)",
     ("backend", "merge_job_request"): "runtime/sagemaker.py sends it as is (botocore validates it)",
@@ -82,7 +83,7 @@ def names_in(paths) -> set:
     return found
 
 
-RUNTIME = sorted((REPO / "runtime").glob("*.py"))
+RUNTIME = sorted((REPO / "runtime").glob("*.py")) + [REPO / "schema" / "trainer_arguments.py"]
 BACKEND_COMPILERS = sorted((REPO / "compiler").glob("backend_*.py")) + sorted((REPO / "compiler").glob("sagemaker_*.py"))
 
 

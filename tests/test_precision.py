@@ -5,6 +5,7 @@ from tunespec.schema.host import Host
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
 from tunespec.compiler.summary import summary_sections
+from tunespec.schema.trainer_arguments import trainer_arguments
 
 from conftest import REPO
 
@@ -25,7 +26,7 @@ def plan_of(tmp_path, host: Host, training: str = "", backend: str = "{type: loc
 def test_auto_is_bf16_only_on_a_cpu_that_computes_it_faster(tmp_path, host, trains_in):
     plan = plan_of(tmp_path, host)
     assert plan["precision"]["requested"] == "auto" and plan["precision"]["resolved"] == trains_in
-    assert plan["trainer"]["bf16"] is (trains_in == "bf16")
+    assert trainer_arguments(plan)["bf16"] is (trains_in == "bf16")
     assert not [w for w in plan["warnings"] if w["code"] == "bf16-emulated-on-cpu"]
     layout = dict(dict(summary_sections(plan))["Layout"])
     assert layout["precision"].startswith(f"{trains_in} (auto: this CPU ({host.capability})")
@@ -37,7 +38,7 @@ def test_explicit_bf16_on_a_cpu_without_it_is_a_located_warning(tmp_path):
     [warning] = [w for w in plan["warnings"] if w["code"] == "bf16-emulated-on-cpu"]
     assert warning["field"] == "training.precision"
     assert warning["location"] == f"{tmp_path / 'spec.yaml'}:6:14"
-    assert plan["trainer"]["bf16"] is True  # what the spec says, kept: apply refuses it on this machine
+    assert trainer_arguments(plan)["bf16"] is True  # what the spec says, kept: apply refuses it on this machine
     insisting = plan_of(tmp_path, AVX2, "  precision: bf16\n  allow_emulated_bf16: true")
     assert not [w for w in insisting["warnings"] if w["code"] == "bf16-emulated-on-cpu"]
     assert insisting["precision"]["allow_emulated_bf16"] is True
@@ -47,7 +48,8 @@ def test_explicit_bf16_on_a_cpu_without_it_is_a_located_warning(tmp_path):
 def test_auto_on_gpus_follows_their_bf16_support(tmp_path, gpu, trains_in):
     plan = plan_of(tmp_path, AVX2, backend=f"{{type: local, device: cuda, hardware: {gpu}}}")
     assert plan["precision"]["resolved"] == trains_in
-    assert (plan["trainer"]["bf16"], plan["trainer"]["fp16"]) == (trains_in == "bf16", trains_in == "fp16")
+    arguments = trainer_arguments(plan)
+    assert (arguments["bf16"], arguments["fp16"]) == (trains_in == "bf16", trains_in == "fp16")
 
 
 def test_explicit_bf16_where_it_is_native_but_slower_is_kept_without_warning(tmp_path):

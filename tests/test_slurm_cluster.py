@@ -352,7 +352,7 @@ def test_trainium_chain_runs_in_order_with_neuron_settings(slurm_cluster, tmp_pa
     # The plan the jobs read carries the seed's layout: TP 8 × DP 4 over 32 NeuronCores, accumulation 3.
     job_plan = json.loads(Path(plan_json).read_text())
     assert (job_plan["parallel"]["tensor_parallel"], job_plan["parallel"]["data_parallel"]) == (8, 4)
-    assert job_plan["trainer"]["gradient_accumulation_steps"] == 3
+    assert job_plan["batch"]["gradient_accumulation"] == 3
 
 
 def test_a_failed_compile_removes_the_jobs_after_it(slurm_cluster, tmp_path, monkeypatch):

@@ -12,7 +12,7 @@ def test_tight_plan_is_tuned_to_fit_with_the_same_global_batch(repo_cwd, tmp_pat
     plan = tuned_plan(load_spec(spec))
     assert plan["tuning"]["verdict_before"] == "tight"
     assert plan["estimates"]["memory"]["verdict"] == "fits"
-    assert plan["trainer"]["per_device_train_batch_size"] * plan["trainer"]["gradient_accumulation_steps"] == 16
+    assert plan["batch"]["micro_batch_size"] * plan["batch"]["gradient_accumulation"] == 16
     assert plan["batch"]["global_batch_size"] == 128
     assert plan["backend"]["create_training_job_request"]["ResourceConfig"]["InstanceType"] == "ml.p4d.24xlarge"
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 from probe_all import error_line, kill_group
-from run_all import LOGS, WORK, run_cases
+from run_all import LOGS, WORK, run_cases, versions
 
 HERE = Path(__file__).resolve().parent
 BASE_SPEC = HERE / "specs" / "llama3-8b-device-map.yaml"
@@ -151,7 +151,7 @@ def main() -> int:
     LOGS.mkdir(parents=True, exist_ok=True)
     state_file = DRY_STATE if args.dry_cpu else STATE
     state = (json.loads(state_file.read_text()) if state_file.is_file()
-             else {"date": time.strftime("%Y-%m-%d"), "cases": {}})
+             else {"date": time.strftime("%Y-%m-%d"), **versions(), "cases": {}})
 
     def run_case(name: str, left: float) -> dict:
         changes = CASES[name][0]

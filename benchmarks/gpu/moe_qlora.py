@@ -28,6 +28,7 @@ them the plan's estimate. Results: OUT/moe_qlora.json (device, versions, date, c
 `--tiny` runs mixtral32-nf4's code on a 2-layer toy Mixtral on this machine's CPU (a smoke test).
 """
 import argparse
+import dataclasses
 import datetime
 import gc
 import json
@@ -57,12 +58,16 @@ from tunespec.runtime import model_loading, moe_quantization  # noqa: E402
 
 
 def compile_plan(spec: str, layers: int | None = None, **quantization) -> dict:
-    """The spec's plan, for `layers` decoder layers when the model built has fewer, re-estimated."""
-    plan = build_plan(load_spec(SPECS / spec), cwd=ROOT)
+    """The plan of the spec with `quantization` changed, for `layers` decoder layers when the model built
+    has fewer, re-estimated."""
+    loaded = load_spec(SPECS / spec)
+    if quantization:
+        method = loaded.spec.method
+        method = method.model_copy(update={"quantization": method.quantization.model_copy(update=quantization)})
+        loaded = dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"method": method}))
+    plan = build_plan(loaded, cwd=ROOT)
     # This script runs a plain training loop, not the trainer: estimated as such (no TRL overhead).
     plan["launch"]["module"] = "benchmarks/gpu/moe_qlora.py"
-    if quantization:
-        plan["method"]["quantization"].update(quantization)
     if layers:
         plan["model"]["architecture"]["num_hidden_layers"] = layers
         from tunespec.compiler import parameter_counts
@@ -223,7 +228,7 @@ def mixtral_loaded() -> dict:
 def llama_loaded(preparation: str) -> dict:
     plan = compile_plan("llama3-8b-viggo-qlora.yaml", kbit_preparation=preparation)
     # the plain loop below: no Liger kernels (the spec's trainer runs them)
-    plan["trainer"].update(per_device_train_batch_size=1, gradient_checkpointing=True, use_liger_kernel=False)
+    plan["trainer"].update(gradient_checkpointing=True, use_liger_kernel=False)
     plan["batch"].update(micro_batch_size=1)
     plan["estimates"] = estimate(plan)
     model = model_loading.load_model(plan, str(LLAMA))

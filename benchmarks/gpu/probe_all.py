@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from run_all import versions
 from tunespec.compiler.catalog import load_models
 from tunespec.compiler.parameter_counts import count_parameters
 
@@ -275,7 +276,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
     state = (json.loads(args.state.read_text()) if args.state.is_file()
-             else {"date": time.strftime("%Y-%m-%d"), "cases": {}})
+             else {"date": time.strftime("%Y-%m-%d"), **versions(), "cases": {}})
     done = {name for name, result in state["cases"].items() if result["exit_code"] == 0 and not result["traceback"]}
     pending = [case for case in cases(args.architectures or list(load_models()), args.layers)
                if args.redo or case.name not in done]
