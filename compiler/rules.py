@@ -217,6 +217,21 @@ def neuron_rules(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
+def random_init_rules(spec: Spec, plan: dict) -> List[dict]:
+    if spec.model.init != "random":
+        return []
+    if spec.method.type != "full":
+        raise SpecError(f"random initialisation pre-trains every weight; `{spec.method.type}` trains adapters on "
+                        "frozen weights, which would stay random", ("model", "init"),
+                        hint="use `method.type: full`, or `init: pretrained`")
+    if spec.distribution.strategy in ("smp", "device_map"):
+        # SMP's rank 0 and device_map's placement load the pretrained weights (runtime/smp.py, from_pretrained).
+        raise SpecError(f"`strategy: {spec.distribution.strategy}` starts from the pretrained weights: its model "
+                        "loading has no random initialisation", ("model", "init"),
+                        hint="use `strategy: fsdp` or `ddp`, or `init: pretrained`")
+    return []
+
+
 def device_map_rules(spec: Spec, plan: dict) -> List[dict]:
     if spec.distribution.strategy != "device_map":
         return []
@@ -368,6 +383,7 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     kbit_preparation_fits_sharding,
     smp_rules,
     neuron_rules,
+    random_init_rules,
     device_map_rules,
     single_process_gpus,
     sequence_fits_model,

@@ -114,7 +114,8 @@ def load_tokenizer(path: str, model_plan: dict):
 
 
 def precision(plan: dict) -> str:
-    return plan["precision"]["resolved"]
+    trainer = plan["trainer"]
+    return "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"
 
 
 def weights_dtype(plan: dict) -> torch.dtype:
@@ -168,14 +169,10 @@ def _fused_experts_modules(path: str, model_plan: dict) -> list:
 def _device_map(plan: dict, quantized: bool, path: str):
     parallel = plan.get("parallel") or {}
     if parallel.get("strategy") == "device_map":
-        # Seed 002's naive pipeline: the layers spread over the plan's GPUs, all in this one process.
-        stages = parallel["pipeline_stages"]
-        if stages > torch.cuda.device_count():
-            raise ModelLoadError(f"the plan places the layers over {stages} GPUs (parallel.pipeline_stages); "
-                                 f"this machine has {torch.cuda.device_count()}")
-        fraction = parallel["settings"]["max_memory_fraction"]
+        # Seed 002's naive pipeline: layers spread over every visible GPU of this one process.
+        fraction = (parallel.get("settings") or {}).get("max_memory_fraction", 0.9)
         gib = {i: f"{int(torch.cuda.get_device_properties(i).total_memory * fraction / 2**30)}GiB"
-               for i in range(stages)}
+               for i in range(torch.cuda.device_count())}
         return "auto", gib
     if _quantizes_experts(plan):
         # bitsandbytes places the linear layers on this process's GPU; the 16-bit experts wait in
@@ -208,6 +205,18 @@ def _quantize_experts(model, plan: dict, in_place: bool) -> None:
     logger.info("quantized the experts of %d MoE layers to NF4", count)
 
 
+def _randomly_initialised(plan: dict, path: str, options: dict):
+    """Pre-training from scratch (`model.init: random`): the source's config, fresh weights drawn from the
+    plan's seed, so every rank starts from the same ones."""
+    from transformers import AutoConfig, set_seed
+
+    config = AutoConfig.from_pretrained(path, **hub_options(plan["model"]))
+    set_seed(plan["trainer"]["seed"])
+    return AutoModelForCausalLM.from_config(config, dtype=options["dtype"],
+                                            attn_implementation=options["attn_implementation"],
+                                            trust_remote_code=plan["model"]["trust_remote_code"])
+
+
 def load_model(plan: dict, path: str):
     """The base model for training, in the plan's dtype, quantized for QLoRA."""
     model_plan = plan["model"]
@@ -221,11 +230,14 @@ def load_model(plan: dict, path: str):
         options["device_map"] = device_map
     if max_memory is not None:
         options["max_memory"] = max_memory
-    model = AutoModelForCausalLM.from_pretrained(path, **options)
+    if model_plan["init"] == "random":
+        model = _randomly_initialised(plan, path, options)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(path, **options)
     model.config.use_cache = False  # the KV cache only costs memory while training
     if _quantizes_experts(plan):
         _quantize_experts(model, plan, in_place=device_map == "auto")
-    if plan["precision"]["kbit_upcast"]:
+    if quantization is not None and plan["method"]["quantization"].get("kbit_preparation") == "full":
         # The QLoRA paper's recipe, when the plan asks for it: norms, embeddings and every other
         # unquantized weight in fp32 (the rules refuse it under FSDP/SMP, whose shards need one dtype).
         # By default the weights keep the training dtype: the model's norms and loss compute in fp32.

@@ -23,6 +23,14 @@ class ModelSpec(SpecModel):
         ),
     )
     revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
+    init: Literal["pretrained", "random"] = Field(
+        "pretrained",
+        description=(
+            "`pretrained`: start from the source's weights. `random`: pre-train from scratch, the source's "
+            "config with freshly initialised weights (transformers' `from_config`, seeded by `training.seed`); "
+            "full fine-tuning only."
+        ),
+    )
     trust_remote_code: bool = False
     attn_implementation: Literal["auto", "sdpa", "eager", "flash_attention_2", "flex_attention"] = Field(
         "auto",
