@@ -1,5 +1,4 @@
 """Validated spec → plan: plain data that every renderer and backend reads, and nothing else does."""
-import math
 from pathlib import Path
 from typing import Optional, Tuple
 
@@ -9,13 +8,10 @@ from ..schema.method import LoraSpec, QuantizationSpec
 from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
 from .errors import SpecError
 from .inference_placement import inference_section
-from .neuron import compiler_flags
-from .precision import resolve_precision
+from .layout import compute_layout
 from .spec_loader import LoadedSpec
 
 PLAN_FORMAT = "tunespec-plan/v1"
-PRECISION_FLAGS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16": False, "fp16": True},
-                   "fp32": {"bf16": False, "fp16": False}, "fp8": {"bf16": True, "fp16": False}}
 
 
 def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:
@@ -58,74 +54,6 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     return {"type": method.type, "lora": lora, "quantization": quant}
 
 
-def _devices_section(loaded: LoadedSpec, host: Host) -> dict:
-    backend = loaded.spec.backend
-    if backend.type == "local":
-        if backend.device == "cpu" or (backend.device == "auto" and not backend.hardware):
-            # This machine's CPU: the plan is made for it (precision, memory capacity, speed).
-            return {"kind": "cpu", "accelerator": "cpu", "memory_gib": host.memory_gib, "per_node": 1, "nodes": 1,
-                    "world_size": 1, "instance_type": None, "peak_tflops": None,
-                    "cpu": {"model": host.cpu_model, "cores": host.cores, "capability": host.capability,
-                            "native_bf16": host.native_bf16}}
-        if not backend.hardware:
-            raise SpecError("a CUDA run needs the hardware it plans for", ("backend", "hardware"),
-                            hint="name this machine's instance type (e.g. ml.g5.12xlarge) or GPU (e.g. h100-80gb)")
-        hw = instances.lookup_instance(backend.hardware, ("backend", "hardware"))
-        count = backend.gpus or hw["accelerators_per_instance"]
-        return _devices_from_hardware(hw, backend.hardware, count, 1)
-    hw = instances.lookup_instance(backend.instance_type, ("backend", "instance_type"))
-    if backend.type == "sagemaker":
-        return _devices_from_hardware(hw, backend.instance_type, hw["accelerators_per_instance"], backend.instance_count)
-    if backend.accelerator == "cpu":
-        per_node = backend.processes_per_node or 1
-        return {"kind": "cpu", "accelerator": "cpu", "memory_gib": None, "per_node": per_node,
-                "nodes": backend.nodes, "world_size": per_node * backend.nodes,
-                "instance_type": backend.instance_type, "peak_tflops": None}
-    rules.check_accelerator_matches(backend.accelerator, hw, backend.instance_type)
-    return _devices_from_hardware(hw, backend.instance_type, hw["accelerators_per_instance"], backend.nodes)
-
-
-def _devices_from_hardware(hw: dict, name: str, per_node: int, nodes: int) -> dict:
-    kind = hw["kind"]
-    if kind == "trainium":
-        # One process per NeuronCore: that is what torchrun starts on Trainium.
-        # The catalog's `neuron_cores` and `memory_gib` are per chip; an instance has several chips.
-        per_node = hw["neuron_cores"] * hw["accelerators_per_instance"]
-        memory = hw["memory_gib"] / hw["neuron_cores"]
-    else:
-        memory = hw["memory_gib"]
-    return {"kind": kind, "accelerator": hw.get("accelerator_name") or hw["accelerator"], "memory_gib": memory, "per_node": per_node,
-            "nodes": nodes, "world_size": per_node * nodes, "instance_type": name if name.startswith("ml.") else None,
-            "peak_tflops": hw.get("peak_bf16_tflops"), "hardware": name}
-
-
-def _parallel_section(loaded: LoadedSpec, devices: dict, arch: dict) -> dict:
-    dist = loaded.spec.distribution
-    world = devices["world_size"]
-    settings = dist.model_dump(exclude={"strategy"})
-    parallel = {"strategy": dist.strategy, "processes_per_node": devices["per_node"], "world_size": world,
-                "data_parallel": world, "tensor_parallel": 1, "expert_parallel": 1, "shard_degree": 1,
-                "pipeline_stages": 1, "settings": settings}
-    if dist.strategy in ("none", "device_map"):
-        parallel.update(processes_per_node=1, world_size=1, data_parallel=1)
-        if dist.strategy == "device_map":
-            parallel["pipeline_stages"] = devices["per_node"]
-    elif dist.strategy == "fsdp":
-        parallel["shard_degree"] = {"full_shard": world, "shard_grad_op": world, "no_shard": 1,
-                                    "hybrid_shard": devices["per_node"]}[dist.sharding]
-    elif dist.strategy == "smp":
-        parallel["expert_parallel"] = dist.expert_parallel_degree
-        parallel["tensor_parallel"] = dist.tensor_parallel_degree
-        parallel["data_parallel"] = world // dist.tensor_parallel_degree
-        parallel["shard_degree"] = dist.hybrid_shard_degree or world // dist.tensor_parallel_degree
-    elif dist.strategy == "neuron":
-        parallel["tensor_parallel"] = dist.tensor_parallel_degree
-        parallel["pipeline_stages"] = dist.pipeline_parallel_degree
-        parallel["data_parallel"] = world // (dist.tensor_parallel_degree * dist.pipeline_parallel_degree)
-        settings["compiler_flags"] = compiler_flags(dist.compiler_flags, devices["hardware"])
-    return parallel
-
-
 def _data_section(loaded: LoadedSpec, cwd: Path) -> dict:
     data = loaded.spec.data
     base_dir = loaded.path.parent
@@ -147,36 +75,9 @@ def _data_section(loaded: LoadedSpec, cwd: Path) -> dict:
     }
 
 
-def _batch_section(loaded: LoadedSpec, parallel: dict, data: dict) -> dict:
-    training = loaded.spec.training
-    global_batch = training.micro_batch_size * training.gradient_accumulation * parallel["data_parallel"]
-    seq = data["max_seq_length"]
-    if data["packing"] or data["format"]["type"] == "text" or not data["tokens_per_example"]:
-        tokens_per_sequence = seq
-    else:
-        tokens_per_sequence = min(seq, data["tokens_per_example"])
-    batch = {
-        "micro_batch_size": training.micro_batch_size,
-        "gradient_accumulation": training.gradient_accumulation,
-        "data_parallel": parallel["data_parallel"],
-        "global_batch_size": global_batch,
-        "sequence_length": seq,
-        "tokens_per_step": int(global_batch * tokens_per_sequence),
-        "steps_per_epoch": None,
-        "total_steps": training.max_steps,
-    }
-    rows, per_example = data["num_examples"], data["tokens_per_example"]
-    if rows and per_example:
-        train_rows = rows * (1 - (data["eval_fraction"] or 0))
-        sequences = math.ceil(train_rows * per_example / seq) if (data["packing"] or data["format"]["type"] == "text") \
-            else train_rows
-        batch["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
-        if training.epochs:
-            batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * training.epochs)
-    return batch
-
-
-def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implementation: str) -> dict:
+def _trainer_section(loaded: LoadedSpec, data: dict, attn_implementation: str) -> dict:
+    """The trainer's own settings; the layout's batch and precision and the data's packing join them as the
+    trainer names them in schema/trainer_arguments.py."""
     t = loaded.spec.training
     tracking = loaded.spec.tracking
     report_to = [name for name, on in (("tensorboard", tracking.tensorboard), ("wandb", tracking.wandb),
@@ -185,9 +86,6 @@ def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implem
     trainer = {
         "num_train_epochs": t.epochs if t.epochs else 1.0,
         "max_steps": t.max_steps or -1,
-        "per_device_train_batch_size": t.micro_batch_size,
-        "per_device_eval_batch_size": t.micro_batch_size,
-        "gradient_accumulation_steps": t.gradient_accumulation,
         "learning_rate": t.learning_rate,
         "lr_scheduler_type": t.lr_scheduler,
         "warmup_ratio": t.warmup_ratio,
@@ -196,7 +94,6 @@ def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implem
         "optim": t.optimizer,
         "adam_beta1": t.adam_beta1,
         "adam_beta2": t.adam_beta2,
-        **PRECISION_FLAGS[precision],
         "tf32": t.tf32,
         "gradient_checkpointing": t.gradient_checkpointing,
         "use_liger_kernel": t.liger_kernels,
@@ -208,9 +105,6 @@ def _trainer_section(loaded: LoadedSpec, precision: str, data: dict, attn_implem
         "eval_steps": t.eval_every_steps,
         "logging_steps": t.logging_every_steps,
         "report_to": report_to,
-        "max_length": data["max_seq_length"],
-        "packing": data["packing"],
-        "completion_only_loss": data["completion_only_loss"],
         "pad_to_multiple_of": attention.flex_pad_to_multiple_of(attn_implementation, data),
         "fsdp": "",
         "fsdp_config": None,
@@ -310,15 +204,11 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     plan["model"]["parameters"] = {**parameter_counts.count_parameters(arch),
                                    "trainable": parameter_counts.count_trainable(arch, plan["method"]),
                                    "trainable_by_group": parameter_counts.trainable_by_group(arch, plan["method"])}
-    plan["devices"] = _devices_section(loaded, host)
-    plan["precision"] = resolve_precision(spec, plan["devices"])
-    plan["parallel"] = _parallel_section(loaded, plan["devices"], arch)
     plan["data"] = _data_section(loaded, cwd)
-    plan["batch"] = _batch_section(loaded, plan["parallel"], plan["data"])
+    plan.update(compute_layout(spec, host, plan["data"]))
     plan["model"]["attn_implementation"], plan["model"]["attn_reason"] = attention.choose_attention(
         spec.model.attn_implementation, spec.backend.type, plan["devices"], plan["data"])
-    plan["trainer"] = _trainer_section(loaded, plan["precision"]["resolved"], plan["data"],
-                                       plan["model"]["attn_implementation"])
+    plan["trainer"] = _trainer_section(loaded, plan["data"], plan["model"]["attn_implementation"])
     plan["trainer"].update(trainer_speed.trainer_speed_settings(
         plan["devices"], plan["parallel"]["processes_per_node"], _cpus_per_node(loaded, plan["devices"], host)))
     plan["launch"] = _launch_section(plan["parallel"], plan["devices"])

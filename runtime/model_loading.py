@@ -114,8 +114,7 @@ def load_tokenizer(path: str, model_plan: dict):
 
 
 def precision(plan: dict) -> str:
-    trainer = plan["trainer"]
-    return "bf16" if trainer.get("bf16") else "fp16" if trainer.get("fp16") else "fp32"
+    return plan["precision"]["resolved"]
 
 
 def weights_dtype(plan: dict) -> torch.dtype:
@@ -237,7 +236,7 @@ def load_model(plan: dict, path: str):
     model.config.use_cache = False  # the KV cache only costs memory while training
     if _quantizes_experts(plan):
         _quantize_experts(model, plan, in_place=device_map == "auto")
-    if quantization is not None and plan["method"]["quantization"].get("kbit_preparation") == "full":
+    if plan["precision"]["kbit_upcast"]:
         # The QLoRA paper's recipe, when the plan asks for it: norms, embeddings and every other
         # unquantized weight in fp32 (the rules refuse it under FSDP/SMP, whose shards need one dtype).
         # By default the weights keep the training dtype: the model's norms and loss compute in fp32.

@@ -10,10 +10,14 @@ schema/tunespec-plan-v1.schema.json. Sections are of two kinds:
   marked `x-review-only` in the schema: what a reviewer reads. Nothing in them may influence what
   `apply` does, as in Terraform's plan.
 
+The layout (devices, precision, parallel, batch) is computed once, by compiler/layout.py, and every fact
+is written once: the trainer section holds only the trainer's own settings, and the trainer's arguments
+join it with the layout's batch and precision and the data's packing (schema/trainer_arguments.py).
+
 tests/test_plan_fields_honoured.py fails for an execution field that nothing which runs the plan reads.
 
-Sub-dicts that mirror a spec section reuse the spec's model (tracking, outputs, secrets, quantization,
-data format, distribution settings); AWS request bodies are typed by the AWS API they are sent to and
+Sub-dicts that mirror a spec section reuse the spec's model (tracking, outputs, secrets, data format,
+distribution settings); AWS request bodies are typed by the AWS API they are sent to and
 kept as JSON objects here.
 """
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
@@ -22,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator,
 
 from .data import DataFormat
 from .distribution import Distribution
-from .method import QuantizationSpec
+from .common import Dtype
 from .run import OutputsSpec, SecretsSpec, TrackingSpec
 from .sagemaker_api import problems
 
@@ -144,13 +148,26 @@ class LoraSection(PlanModel):
     use_dora: bool = _doc("DoRA (weight-decomposed LoRA).")
 
 
+class QuantizationSection(PlanModel):
+    """The spec's method.quantization with defaults."""
+
+    bits: Literal[4, 8] = _doc("Bits per quantized weight (bitsandbytes 4-bit or 8-bit).")
+    quant_type: Literal["nf4", "fp4"] = _doc("4-bit data type.")
+    double_quant: bool = _doc("Quantize the block scales too (bitsandbytes' double quantization).")
+    compute_dtype: Dtype = _doc("The dtype the quantized layers compute in.")
+    storage_dtype: Literal["uint8", "bf16", "fp16", "fp32"] = _doc(
+        "Storage dtype of the packed 4-bit weights; FSDP needs it equal to compute_dtype.")
+    kbit_preparation: Literal["minimal", "full"] = _doc(
+        "As the spec wrote it; the run follows precision.kbit_upcast, decided from it.", json_schema_extra=REVIEW_ONLY)
+
+
 class MethodSection(PlanModel):
     type: Literal["full", "lora", "dora", "qlora"] = _doc("How the weights are adapted.")
     lora: Optional[LoraSection] = _doc("Adapter settings; null for full fine-tuning.")
-    quantization: Optional[QuantizationSpec] = _doc("The spec's method.quantization with defaults; QLoRA only.")
+    quantization: Optional[QuantizationSection] = _doc("The spec's method.quantization with defaults; QLoRA only.")
 
 
-# ---- devices and precision -------------------------------------------------------------------------
+# ---- the layout: devices, precision, parallel, batch (compiler/layout.py) ---------------------------
 
 class HostCpu(PlanModel):
     model: str = _doc("CPU model name of the machine the local plan was made on.")
@@ -180,13 +197,14 @@ class PrecisionSection(PlanModel):
     requested: Literal["auto", "bf16", "fp16", "fp32", "fp8"] = _doc("training.precision as written.",
                                                                      json_schema_extra=REVIEW_ONLY)
     resolved: Literal["bf16", "fp16", "fp32", "fp8"] = _doc(
-        "The precision the run uses on these devices; the trainer runs it as trainer.bf16 / trainer.fp16, and "
-        "a precision the backend cannot train is refused (compiler/supports.py).", json_schema_extra=REVIEW_ONLY)
+        "The precision the run uses on these devices: the weights' dtype and the trainer's bf16 / fp16 "
+        "mixed precision; a precision the backend cannot train is refused (compiler/supports.py).")
     reason: Optional[str] = _doc("Why `auto` resolved as it did.")
     allow_emulated_bf16: bool = _doc("training.allow_emulated_bf16: bf16 on a CPU that emulates it.")
+    kbit_upcast: bool = _doc(
+        "After loading, PEFT's prepare_model_for_kbit_training casts every weight left unquantized (embeddings, "
+        "lm_head, norms, router) to fp32: QLoRA with `kbit_preparation: full`. False keeps them in `resolved`.")
 
-
-# ---- parallelism -----------------------------------------------------------------------------------
 
 _DISTRIBUTION = TypeAdapter(Distribution)
 
@@ -266,13 +284,13 @@ class FsdpConfig(PlanModel):
 
 
 class TrainerSection(PlanModel):
-    """Settings named as transformers' TrainingArguments / TRL's SFTConfig name them."""
+    """The trainer's own settings, named as transformers' TrainingArguments / TRL's SFTConfig name them. The
+    batch, precision and packing are the layout's and the data's: schema/trainer_arguments.py adds them under
+    the trainer's names (per_device_train_batch_size, gradient_accumulation_steps, bf16, fp16, max_length,
+    packing, completion_only_loss)."""
 
     num_train_epochs: float = _doc("Epochs (1 when max_steps bounds the run).", gt=0)
     max_steps: int = _doc("Optimizer steps, or -1 to run num_train_epochs.", ge=-1)
-    per_device_train_batch_size: int = _doc("Micro batch size.", gt=0)
-    per_device_eval_batch_size: int = _doc("Evaluation batch size per device.", gt=0)
-    gradient_accumulation_steps: int = _doc("Micro batches per optimizer step.", gt=0)
     learning_rate: float = _doc("Peak learning rate.", gt=0)
     lr_scheduler_type: str = _doc("transformers' scheduler name.")
     warmup_ratio: float = _doc("Share of steps spent warming up.", ge=0, le=1)
@@ -281,8 +299,6 @@ class TrainerSection(PlanModel):
     optim: str = _doc("transformers' optimizer name.")
     adam_beta1: float = _doc("Adam beta1.", ge=0, lt=1)
     adam_beta2: float = _doc("Adam beta2.", ge=0, lt=1)
-    bf16: bool = _doc("bf16 mixed precision (from precision.resolved).")
-    fp16: bool = _doc("fp16 mixed precision (from precision.resolved).")
     tf32: bool = _doc("Allow TF32 matmuls (Ampere and newer).")
     gradient_checkpointing: bool = _doc("Recompute activations in the backward pass.")
     use_liger_kernel: bool = _doc("Liger fused kernels.")
@@ -294,9 +310,6 @@ class TrainerSection(PlanModel):
     eval_steps: Optional[int] = _doc("Steps between evaluations (eval_strategy steps).", gt=0)
     logging_steps: int = _doc("Steps between logged metrics.", gt=0)
     report_to: List[Literal["tensorboard", "wandb", "mlflow"]] = _doc("Experiment trackers the trainer reports to.")
-    max_length: int = _doc("SFTConfig max_length (data.max_seq_length).", gt=0)
-    packing: bool = _doc("SFTConfig packing.")
-    completion_only_loss: bool = _doc("SFTConfig completion_only_loss.")
     pad_to_multiple_of: Optional[int] = _doc("SFTConfig pad_to_multiple_of: flex attention pads packed rows to a "
                                              "multiple of the sequence length (few static shapes to compile).",
                                              gt=0)
