@@ -168,10 +168,14 @@ def _fused_experts_modules(path: str, model_plan: dict) -> list:
 def _device_map(plan: dict, quantized: bool, path: str):
     parallel = plan.get("parallel") or {}
     if parallel.get("strategy") == "device_map":
-        # Seed 002's naive pipeline: layers spread over every visible GPU of this one process.
-        fraction = (parallel.get("settings") or {}).get("max_memory_fraction", 0.9)
+        # Seed 002's naive pipeline: the layers spread over the plan's GPUs, all in this one process.
+        stages = parallel["pipeline_stages"]
+        if stages > torch.cuda.device_count():
+            raise ModelLoadError(f"the plan places the layers over {stages} GPUs (parallel.pipeline_stages); "
+                                 f"this machine has {torch.cuda.device_count()}")
+        fraction = parallel["settings"]["max_memory_fraction"]
         gib = {i: f"{int(torch.cuda.get_device_properties(i).total_memory * fraction / 2**30)}GiB"
-               for i in range(torch.cuda.device_count())}
+               for i in range(stages)}
         return "auto", gib
     if _quantizes_experts(plan):
         # bitsandbytes places the linear layers on this process's GPU; the 16-bit experts wait in
