@@ -186,6 +186,13 @@ def smp_rules(spec: Spec, plan: dict) -> List[dict]:
     if world % dist.tensor_parallel_degree:
         raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the world size {world}",
                         ("distribution", "tensor_parallel_degree"))
+    if spec.method.type != "full":
+        # SMP v2 documents fine-tuning of whole models only (delayed parameter initialisation), no PEFT path;
+        # runtime/smp.py hands the Trainer a model already transformed and FSDP-wrapped, where adapters
+        # added afterwards would be neither sharded nor SMP's own tensor/expert-parallel layers.
+        raise SpecError(f"SMP v2 trains whole models: `method.type: {spec.method.type}` adapters cannot be added "
+                        "to the model torch.sagemaker.transform and FSDP have already wrapped", ("method", "type"),
+                        hint="use `method.type: full` with `strategy: smp`, or `strategy: fsdp` for adapters")
     return []
 
 

@@ -275,8 +275,8 @@ def test_framework_older_than_transformers_5_needs_is_refused(tmp_path, monkeypa
 
 
 def test_smp_needs_an_smp_capable_framework_version(tmp_path, monkeypatch):
-    changes = {"distribution": {"strategy": "smp"}, "backend": {"instance_type": "ml.p4d.24xlarge",
-                                                               "framework_version": "2.6.0", "py_version": "py312"}}
+    changes = {"method": {"type": "full"}, "distribution": {"strategy": "smp"},
+               "backend": {"instance_type": "ml.p4d.24xlarge", "framework_version": "2.6.0", "py_version": "py312"}}
     error = compile_error(tmp_path, monkeypatch, **changes)
     assert error.path == ("backend", "framework_version") and "2.5.1" in error.hint
 
