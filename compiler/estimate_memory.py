@@ -325,7 +325,7 @@ def _activations(plan: dict, weights: dict, factors: dict, layers_here: int, upc
     arch, method, trainer, batch = plan["model"]["architecture"], plan["method"], plan["trainer"], plan["batch"]
     h = arch["hidden_size"]
     tp, ep = factors["tp"], factors["ep"]
-    seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
+    seq = batch["sequence_length"]
     tokens = batch["micro_batch_size"] * seq
     attn_impl = plan["model"].get("attn_implementation", "sdpa")
     fp32_residual = method["type"] == "qlora" and upcast

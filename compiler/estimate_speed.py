@@ -107,7 +107,7 @@ def estimate_throughput(plan: dict) -> dict:
                 "note": "no peak compute on record for this device"}
     hardware = instances.lookup_instance(devices["hardware"]) if devices.get("hardware") else {}
 
-    seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
+    seq = batch["sequence_length"]
     micro = batch["micro_batch_size"]
     # Without packing a sequence holds one example (padded to the longest of its batch): count the
     # tokens the plan says a sequence carries.
@@ -207,7 +207,7 @@ def _cpu_throughput(plan: dict) -> dict:
                 "note": "no CPU rate on record for this CPU and precision: `tunespec probe` measures it"}
     batch = plan["batch"]
     tokens = batch["tokens_per_step"] / batch["global_batch_size"] * batch["micro_batch_size"]
-    seq = batch.get("sequence_length") or plan["data"]["max_seq_length"]
+    seq = batch["sequence_length"]
     flops = flops_per_token(plan["model"]["architecture"], plan["method"], seq,
                             bool(plan["trainer"].get("gradient_checkpointing")),
                             plan["model"].get("attn_implementation", "sdpa"))

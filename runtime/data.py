@@ -143,11 +143,13 @@ def build_datasets(plan: dict, tokenizer, cache: Optional[Path] = None):
         train, evaluation = split["train"], split["test"]
     fmt = data["format"]
     if fmt["type"] == "text" and fmt.get("group_into_blocks", True):
+        block_size = plan["batch"]["sequence_length"]
+
         def blocks(texts: Dataset, name: str) -> Dataset:
             return _arrow_dataset(
                 _generate_blocks, arrow,
-                {"dataset": texts, "tokenizer": tokenizer, "block_size": data["max_seq_length"], "file": name},
-                fingerprint(texts._fingerprint, tokenizer.name_or_path, str(data["max_seq_length"])))
+                {"dataset": texts, "tokenizer": tokenizer, "block_size": block_size, "file": name},
+                fingerprint(texts._fingerprint, tokenizer.name_or_path, str(block_size)))
 
         train = blocks(train, data["train"]["path"])
         if evaluation is not None:

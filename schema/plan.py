@@ -252,7 +252,8 @@ class DataSection(PlanModel):
     eval: Optional[DataSourceSection] = _doc("Evaluation rows, when given separately.")
     eval_fraction: Optional[float] = _doc("Share of train held out for evaluation.", gt=0, lt=1)
     format: DataFormat = _doc("How rows become text: the spec's data.format with defaults.")
-    max_seq_length: int = _doc("Longest sequence in tokens.", gt=0)
+    max_seq_length: int = _doc("Longest sequence in tokens, as the spec wrote it; the run reads "
+                               "batch.sequence_length.", gt=0, json_schema_extra=REVIEW_ONLY)
     packing: bool = _doc("Pack rows into full sequences.")
     completion_only_loss: bool = _doc("Loss on completions only (resolved: false for text data).")
     num_examples: Optional[int] = _doc("Rows in train (given, or counted from a local file).", gt=0,
@@ -266,7 +267,8 @@ class BatchSection(PlanModel):
     gradient_accumulation: int = _doc("Micro batches per optimizer step.", gt=0)
     data_parallel: int = _doc("Data-parallel replicas.", gt=0)
     global_batch_size: int = _doc("Sequences per optimizer step: micro x accumulation x data_parallel.", gt=0)
-    sequence_length: int = _doc("Tokens per sequence (max_seq_length).", gt=0)
+    sequence_length: int = _doc("Tokens per sequence (data.max_seq_length): the trainer's max_length and "
+                                "the block size of grouped text.", gt=0)
     tokens_per_step: int = _doc("Tokens per optimizer step.", gt=0, json_schema_extra=REVIEW_ONLY)
     steps_per_epoch: Optional[int] = _doc("Optimizer steps per epoch, when the data size is known.", gt=0,
                                           json_schema_extra=REVIEW_ONLY)
