@@ -14,8 +14,8 @@ from ..schema.contract import (CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, PLAN_HYPERP
 from . import sagemaker_distribution, sagemaker_inputs, sagemaker_jobs, sagemaker_secrets, sagemaker_validate
 from .errors import SpecError
 from .sagemaker_image import training_image_uri
-from .sagemaker_requests import (ENTRY_POINT, distribution_hyperparameters, estimator_args,
-                                 merge_request, sdk_hyperparameters, training_request)
+from .sagemaker_requests import (ENTRY_POINT, distribution_hyperparameters, estimator_args, merge_request,
+                                 sdk_hyperparameters, training_request, warm_pool_environment, warm_pool_warnings)
 from .sagemaker_requirements import container_requirements
 from .supports import BackendSupport
 
@@ -48,6 +48,7 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     image = training_image_uri(backend["region"], backend["framework_version"], backend["py_version"],
                                backend["instance_type"], smp="smdistributed" in distribution)
     environment, apply_environment, warnings = sagemaker_secrets.environment(plan, backend)
+    environment = warm_pool_environment(backend, environment)
     output_s3 = backend["output_s3"].rstrip("/")
     channels, uploads = sagemaker_inputs.channels(plan, backend, output_s3)
     plan_hash = sagemaker_jobs.plan_hash(plan, backend, channels)
@@ -66,6 +67,7 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     merge = merge_request(request, plan, sourcedir_s3, channels)
     if merge is not None:
         sagemaker_validate.check(merge, SPEC_PATHS, what="CreateTrainingJob (merge job)")
+    warnings += warm_pool_warnings(request, merge)
 
     requirements = container_requirements(plan, backend)
     estimator = estimator_args(backend, sourcedir_s3, user_hps, distribution, environment, checkpoint_s3, tags)

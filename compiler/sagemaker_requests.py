@@ -13,6 +13,9 @@ from ..schema.contract import (PLAN_FILE, PLAN_HYPERPARAMETER, RUN_CHANNEL, TASK
 
 ENTRY_POINT = "tunespec_entry.py"  # written into sourcedir.tar.gz by tunespec.runtime.sourcedir
 CONTAINER_LOG_LEVEL = 20  # logging.INFO, the SDK's default `container_log_level`
+# SageMaker keeps this folder between the jobs that reuse a warm pool (managed warm pools' persistent
+# cache); seed 000 downloads the model into it so that its merge job does not download it again.
+WARM_POOL_CACHE = "/opt/ml/sagemaker/warmpoolcache"
 
 
 def sdk_hyperparameters(job_name: str, sourcedir_s3: str, region: str) -> dict:
@@ -37,6 +40,24 @@ def distribution_hyperparameters(distribution: dict, instance_type: str) -> dict
     hps["sagemaker_torch_distributed_enabled"] = True
     hps["sagemaker_instance_type"] = instance_type
     return hps
+
+
+def warm_pool_environment(backend: dict, environment: dict) -> dict:
+    """With a warm pool kept (keep_alive_seconds), the Hugging Face cache in its persistent cache, unless
+    backend.environment sets HF_HOME itself."""
+    if not backend.get("keep_alive_seconds"):
+        return environment
+    return dict(sorted({"HF_HOME": f"{WARM_POOL_CACHE}/huggingface", **environment}.items()))
+
+
+def warm_pool_warnings(train: dict, merge: Optional[dict]) -> List[dict]:
+    """A merge job reuses the training job's warm pool (and its model cache) only with the same ResourceConfig."""
+    if merge is None or "KeepAlivePeriodInSeconds" not in train["ResourceConfig"] or \
+            merge["ResourceConfig"] == train["ResourceConfig"]:
+        return []
+    return [{"code": "sagemaker-warm-pool-not-reused", "message": (
+        f"the merge job runs on 1 instance, not the training job's {train['ResourceConfig']['InstanceCount']}: it "
+        "cannot reuse that warm pool and downloads the base model again")}]
 
 
 def encode_hyperparameters(hyperparameters: dict) -> Dict[str, str]:

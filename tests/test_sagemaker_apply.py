@@ -152,6 +152,24 @@ def test_merge_job_runs_after_training(tmp_path, monkeypatch, moto_server):
     assert job_names(session) == {plan["backend"]["job_name"], plan["backend"]["job_name"] + "-m"}
 
 
+def test_merge_job_is_sent_for_the_training_jobs_warm_pool_and_model_cache(tmp_path, monkeypatch, moto_server):
+    plan = make_plan(tmp_path, monkeypatch, outputs={"merged_model": True}, backend={"keep_alive_seconds": 900})
+    session = boto3.Session(region_name=REGION)
+    creates = CallCounter(session, "sagemaker.CreateTrainingJob")
+    assert apply(plan, session)[0] == 0
+    client = session.client("sagemaker")
+    train, merge = (client.describe_training_job(TrainingJobName=plan["backend"]["job_name"] + suffix)
+                    for suffix in ("", "-m"))
+    # Same ResourceConfig, warm pool kept: SageMaker runs the merge job on the training job's warm pool,
+    # whose persistent cache holds the Hugging Face cache the training job downloaded the model into.
+    assert train["ResourceConfig"]["KeepAlivePeriodInSeconds"] == 900
+    assert merge["ResourceConfig"] == train["ResourceConfig"]
+    # moto's DescribeTrainingJob leaves Environment out: the requests as sent.
+    assert [sent["TrainingJobName"] for sent in creates.calls] == [train["TrainingJobName"], merge["TrainingJobName"]]
+    assert [sent["Environment"]["HF_HOME"] for sent in creates.calls] == [
+        "/opt/ml/sagemaker/warmpoolcache/huggingface"] * 2
+
+
 def test_missing_secret_stops_apply_before_anything_is_sent(tmp_path, monkeypatch, moto_server):
     plan = make_plan(tmp_path, monkeypatch, **ENV_SECRET)
     monkeypatch.delenv("HF_TOKEN")

@@ -100,8 +100,13 @@ def test_seed_000_is_torchrun_on_one_p4d_with_warm_pool_and_merge_job(repo_cwd):
         f"/{request['TrainingJobName']}/output/model/")
     # The hub token is read in the container from Secrets Manager: the request holds only its ARN.
     assert backend["apply_environment"] == {}
+    # The seed's warm-pool model cache: the Hugging Face cache in the pool's persistent cache, and a merge job
+    # with the training job's ResourceConfig, so it runs on that pool and finds the model there.
     assert request["Environment"] == {
+        "HF_HOME": "/opt/ml/sagemaker/warmpoolcache/huggingface",
         "TUNESPEC_SECRET_HF_TOKEN_ARN": "arn:aws:secretsmanager:us-east-1:111122223333:secret:hf-token-AbCdEf"}
+    assert merge["Environment"] == request["Environment"]
+    assert merge["ResourceConfig"] == request["ResourceConfig"]
 
 
 def test_seed_001_is_smp_expert_parallel_on_the_smp_image(repo_cwd):
@@ -284,6 +289,21 @@ def test_smp_needs_an_smp_capable_framework_version(tmp_path, monkeypatch):
 def test_wrong_python_for_the_image_is_refused(tmp_path, monkeypatch):
     error = compile_error(tmp_path, monkeypatch, backend={"py_version": "py310"})
     assert error.path == ("backend", "py_version") and "py311" in error.hint
+
+
+def test_warm_pool_cache_only_with_a_warm_pool_and_the_specs_own_hf_home_wins(tmp_path, monkeypatch):
+    assert "HF_HOME" not in make_plan(tmp_path, monkeypatch)["backend"]["create_training_job_request"].get(
+        "Environment", {})
+    kept = make_plan(tmp_path, monkeypatch, backend={"keep_alive_seconds": 600,
+                                                     "environment": {"HF_HOME": "/opt/ml/input/hf"}})
+    assert kept["backend"]["create_training_job_request"]["Environment"]["HF_HOME"] == "/opt/ml/input/hf"
+
+
+def test_a_merge_job_that_cannot_reuse_the_warm_pool_is_said(tmp_path, monkeypatch):
+    plan = make_plan(tmp_path, monkeypatch, distribution={"strategy": "ddp"}, outputs={"merged_model": True},
+                     backend={"instance_count": 2, "keep_alive_seconds": 600})
+    [warning] = [w for w in plan["warnings"] if w["code"] == "sagemaker-warm-pool-not-reused"]
+    assert "not the training job's 2" in warning["message"]
 
 
 def test_spot_with_warm_pool_is_refused(tmp_path, monkeypatch):
