@@ -153,8 +153,8 @@ def _quantization_config(plan: dict):
                               llm_int8_enable_fp32_cpu_offload=_quantizes_experts(plan))
 
 
-def _fused_experts_modules(path: str, model_plan: dict) -> list:
-    """Names of the fused experts modules of the model at `path`, from its config (no weights)."""
+def experts_in_host_memory(path: str, model_plan: dict, gpu: int) -> dict:
+    """A device_map keeping the model's fused experts in host memory and everything else on `gpu`."""
     from transformers import AutoConfig
 
     from .moe_quantization import fused_experts_names
@@ -162,7 +162,34 @@ def _fused_experts_modules(path: str, model_plan: dict) -> list:
     config = AutoConfig.from_pretrained(path, **hub_options(model_plan))
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, trust_remote_code=model_plan.get("trust_remote_code", False))
-    return fused_experts_names(skeleton)
+    return host_experts_device_map(skeleton, fused_experts_names(skeleton), gpu)
+
+
+def host_experts_device_map(model, experts: list, gpu: int) -> dict:
+    """Every module that holds no experts is named on `gpu` at the coarsest level, the experts on "cpu".
+
+    No entry for the whole model (""): accelerate's dispatch first moves every tensor under a GPU entry
+    onto that GPU, host-memory modules included, and offloads those only afterwards; under "" that put
+    all of Mixtral's 16-bit experts (84 GiB) on the GPU while loading (seen on an H200)."""
+    def holds_experts(prefix: str) -> bool:
+        return any(name == prefix or name.startswith(prefix + ".") for name in experts) if prefix else bool(experts)
+
+    device_map = {}
+
+    def place(prefix: str, module) -> None:
+        if prefix in experts:
+            device_map[prefix] = "cpu"
+        elif not holds_experts(prefix):
+            device_map[prefix] = gpu
+        else:
+            own = [name for name, _ in module.named_parameters(recurse=False)] + \
+                  [name for name, _ in module.named_buffers(recurse=False)]
+            device_map.update({f"{prefix}.{name}" if prefix else name: gpu for name in own})
+            for name, child in module.named_children():
+                place(f"{prefix}.{name}" if prefix else name, child)
+
+    place("", model)
+    return device_map
 
 
 def _device_map(plan: dict, quantized: bool, path: str):
@@ -180,9 +207,7 @@ def _device_map(plan: dict, quantized: bool, path: str):
     if _quantizes_experts(plan):
         # bitsandbytes places the linear layers on this process's GPU; the 16-bit experts wait in
         # host memory and reach the GPU one expert at a time, as NF4 (load_model).
-        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-        device_map.update(dict.fromkeys(_fused_experts_modules(path, plan["model"]), "cpu"))
-        return device_map, None
+        return experts_in_host_memory(path, plan["model"], int(os.environ.get("LOCAL_RANK", "0"))), None
     if quantized and parallel.get("strategy") != "fsdp":
         # bitsandbytes weights are placed at load time: on this process's own GPU.
         return {"": int(os.environ.get("LOCAL_RANK", "0"))}, None

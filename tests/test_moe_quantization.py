@@ -128,3 +128,24 @@ def test_meta_experts_get_empty_storage_of_the_right_shape():
     experts = model.model.layers[1].mlp.experts
     assert experts.gate_up_proj.is_meta and experts.gate_up_proj.shape == (4, 256 * 64 // 2)
     assert experts.gate_up_proj_absmax.shape == (4, 256 * 64 // 64)
+
+
+def test_the_loading_device_map_names_no_whole_model_entry_and_keeps_only_the_experts_in_host_memory():
+    """accelerate moves everything under a GPU entry onto the GPU before offloading host-memory modules:
+    with a "" entry all 16-bit experts passed through the GPU while loading (84 GiB of Mixtral's)."""
+    from transformers.integrations.accelerate import expand_device_map
+
+    from tunespec.runtime.model_loading import host_experts_device_map
+
+    with torch.device("meta"):
+        model = tiny_mixtral()
+    experts = moe_quantization.fused_experts_names(model)
+    device_map = host_experts_device_map(model, experts, 0)
+    assert "" not in device_map
+    assert {name for name, device in device_map.items() if device == "cpu"} == set(experts)
+    tensors = [name for name, _ in model.named_parameters()] + [name for name, _ in model.named_buffers()]
+    placed = expand_device_map(device_map, tensors)
+    assert {name for name, device in placed.items() if device == "cpu"} == \
+        {name for name in tensors if any(name.startswith(e + ".") for e in experts)}
+    assert all(device == 0 for name, device in placed.items() if ".experts." not in name)
+    assert "model.layers.0.self_attn" in device_map and "model.embed_tokens" in device_map
