@@ -139,10 +139,14 @@ def local_stats(path: Path, fmt: str, data: DataSpec, limit: Optional[int], fiel
 def describe_source(source: DataSource, field_path: tuple, data: DataSpec, base_dir: Path, cwd: Path) -> dict:
     fmt = file_format(source, field_path)
     kind = data_source_kind(source.path)
+    if source.config is not None and kind != "hub":
+        raise SpecError(f"`config` names a configuration of a hub dataset; {source.path} is a file",
+                        field_path + ("config",), hint="remove `config`, or load the dataset as `hub:NAME`")
     described = {
         "path": resolve_path(source.path, base_dir, cwd),
         "kind": kind,
         "format": fmt,
+        "config": source.config,
         "split": source.split,
         "limit": source.limit,
     }

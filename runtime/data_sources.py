@@ -2,7 +2,7 @@
 
   local file, `pkg://`   read where it is
   `s3://bucket/key`     downloaded once (per ETag) into tunespec's cache
-  `hub:NAME`            datasets.load_dataset(NAME, split=...): Arrow files, memory-mapped; with the
+  `hub:NAME`            datasets.load_dataset(NAME, config, split=...): Arrow files, memory-mapped; with the
                         plan's model offline (HF_DATASETS_OFFLINE) only the local Hugging Face cache
 
 Rows come one at a time (`iter_source_rows`), so no source is held in memory whole.
@@ -73,12 +73,13 @@ def _hub_rows(source: dict) -> Iterator[Row]:
     from datasets import load_dataset
     from datasets.exceptions import DatasetNotFoundError
 
-    name, split = source["path"][len(HUB_PREFIX):], source.get("split") or "train"
+    name, config, split = source["path"][len(HUB_PREFIX):], source.get("config"), source.get("split") or "train"
     try:
-        dataset = load_dataset(name, split=split)
+        dataset = load_dataset(name, config, split=split)
     except (DatasetNotFoundError, ConnectionError, FileNotFoundError, ValueError) as error:
         offline = " (offline: only the local Hugging Face cache is read)" if os.environ.get("HF_DATASETS_OFFLINE") == "1" else ""
-        raise DataError(source["path"], None, f"cannot load split {split!r}{offline}: {error}") from None
+        which = f"configuration {config!r}, split {split!r}" if config else f"split {split!r}"
+        raise DataError(source["path"], None, f"cannot load {which}{offline}: {error}") from None
     for index, row in enumerate(dataset):
         yield f"row {index + 1}", row
 

@@ -13,6 +13,10 @@ class DataSource(SpecModel):
     format: Optional[Literal["json", "jsonl", "csv", "tsv", "parquet"]] = Field(
         None, description="File format; inferred from the extension when left out."
     )
+    config: Optional[str] = Field(
+        None, description="Configuration (subset) of a hub dataset, as datasets.load_dataset's second argument: "
+                          "`{path: \"hub:nyu-mll/glue\", config: sst2}` loads GLUE's SST-2."
+    )
     split: Optional[str] = Field(None, description="Split name, for hub datasets.")
     limit: Optional[PositiveInt] = Field(None, description="Use only the first N rows (quick runs).")
 

@@ -241,6 +241,7 @@ class DataSourceSection(PlanModel):
     path: str = _doc("Local file (relative to where the plan was made), `s3://` URI, `pkg://` file or `hub:` name.")
     kind: Literal["local", "s3", "hub", "package"] = _doc("How `path` is read.")
     format: Optional[Literal["json", "jsonl", "csv", "tsv", "parquet"]] = _doc("File format (null for hub).")
+    config: Optional[str] = _doc("Hub dataset configuration (subset), datasets.load_dataset's second argument.")
     split: Optional[str] = _doc("Hub dataset split.")
     limit: Optional[int] = _doc("Use only the first N rows.", gt=0)
     stats: Optional[SourceStats] = _doc("What planning read from a local file.", default=None,

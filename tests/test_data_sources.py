@@ -11,6 +11,7 @@ from pathlib import Path
 import boto3
 import pytest
 
+from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.schema.contract import canonical_json
 from tunespec.compiler.spec_loader import load_spec
@@ -42,20 +43,20 @@ def plan_for(root: Path, train: str, offline: bool = False) -> dict:
     return build_plan(load_spec(spec), cwd=root)
 
 
-def save_into_datasets_cache(home: Path, repo_id: str) -> None:
-    """ROWS as `load_dataset(repo_id)` leaves them in the Hugging Face cache after a download."""
+def save_into_datasets_cache(home: Path, repo_id: str, rows: list = ROWS, config: str = "default") -> None:
+    """`rows` as `load_dataset(repo_id, config)` leaves them in the Hugging Face cache after a download."""
     from datasets import Dataset
     from datasets.packaged_modules.parquet.parquet import Parquet
 
-    parquet = home / "train.parquet"
-    Dataset.from_list(ROWS).to_parquet(str(parquet))
+    parquet = home / f"{config}-train.parquet"
+    Dataset.from_list(rows).to_parquet(str(parquet))
     owner, name = repo_id.split("/")
     builder = Parquet(cache_dir=str(home / "datasets"), data_files={"train": str(parquet)},
-                      dataset_name=f"{owner}___{name}", hash="0" * 16)
+                      dataset_name=f"{owner}___{name}", config_name=config, hash="0" * 16)
     builder.download_and_prepare()
     prepared = Path(builder.cache_dir)
     (prepared / f"{owner}___{name}-train.arrow").rename(prepared / f"{name}-train.arrow")
-    prepared.parents[1].rename(prepared.parents[2] / "default")
+    prepared.parents[1].rename(prepared.parents[2] / config)
 
 
 def test_hub_dataset_is_read_from_the_local_cache_when_the_spec_says_offline(tmp_path):
@@ -82,6 +83,38 @@ def test_hub_dataset_is_read_from_the_local_cache_when_the_spec_says_offline(tmp
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result == {"train": 6, "eval": 2, "first": ["completion", "prompt"], "mapped": True}
+
+
+def test_a_hub_dataset_s_configuration_is_loaded_by_its_name(tmp_path):
+    """Seed 001's `load_dataset("glue", "sst2")`: `config` is load_dataset's second argument."""
+    home = tmp_path / "hf"
+    save_into_datasets_cache(home, "tunespec-test/glue-mini", ROWS, config="sst2")
+    save_into_datasets_cache(home, "tunespec-test/glue-mini", [{"ref": "Not SST-2.", "mr": "x"}], config="cola")
+    plan = plan_for(tmp_path, '{path: "hub:tunespec-test/glue-mini", config: sst2, split: train}', offline=True)
+    assert plan["data"]["train"]["config"] == "sst2"
+    (tmp_path / "plan.json").write_text(canonical_json(plan))
+    script = textwrap.dedent("""\
+        import json
+        from pathlib import Path
+        from tunespec.runtime.train_env import prepare_environment
+        plan = json.loads(Path("plan.json").read_text())
+        prepare_environment(plan, Path("run"))
+        from tunespec.runtime.data_sources import iter_source_rows
+        print(json.dumps([row["ref"] for _, row in iter_source_rows(plan["data"]["train"], Path("cache"))]))
+        """)
+    env = {"PATH": os.environ["PATH"], "HF_HOME": str(home), "HF_DATASETS_CACHE": str(home / "datasets"),
+           "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [row["ref"] for row in ROWS]
+
+
+def test_a_configuration_of_a_data_file_is_a_located_spec_error(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.csv").write_text("ref,mr\nA sentence.,inform(name[A])\n")
+    with pytest.raises(SpecError, match="`config` names a configuration of a hub dataset") as refused:
+        plan_for(tmp_path, "{path: train.csv, config: sst2}")
+    assert refused.value.field_name() == "data.train.config" and refused.value.line is not None
 
 
 def test_an_uncached_hub_dataset_offline_is_one_data_error(tmp_path, monkeypatch):
