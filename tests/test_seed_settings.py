@@ -7,12 +7,14 @@ import yaml
 
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
+from tunespec.schema.trainer_arguments import trainer_arguments
 
 TABLES = yaml.safe_load((Path(__file__).with_name("seed_settings.yaml")).read_text())
 
 
 def field(plan: dict, dotted: str):
-    value = plan
+    """A plan field; `trainer.*` as the trainer receives it (TrainingArguments names, as the seeds write them)."""
+    value = dict(plan, trainer=trainer_arguments(plan))
     for key in dotted.split("."):
         value = value[key]
     return value
