@@ -6,10 +6,12 @@ repository root on this machine first:
 
     python3 benchmarks/gpu/make_tokenizer.py .gpu/viggo .gpu/llama3-8b-skeleton 16000   # once (see README.md)
     /work/shared/device/fetch-wheels.sh                                                  # wheels into .whl/
-    # optional, each as wheels in .whl/: flash-attn built for torch 2.11 + CUDA 13 (case apply-flash_attention_2);
-    # axolotl==0.19.* and the packages its training path imports, installed without their pins (case axolotl)
+    python3 benchmarks/gpu/axolotl_wheels.py                                            # .whl-axolotl/ (axolotl cases)
+    # optional, as a wheel in .whl/: flash-attn built for torch 2.11 + CUDA 13 (case apply-flash_attention_2)
 
-then on the device (`run` with carry [".whl", ".gpu"], kind nvidia-h200; two calls fit the 10-minute limit):
+then on the device (`run` with carry [".whl", ".gpu"], kind nvidia-h200; two calls fit the 10-minute limit;
+the call with an axolotl case also carries ".whl-axolotl", 50.7 MiB: leave .whl's 41 MiB bitsandbytes wheel out
+of that call, .whl-axolotl holds a CUDA-13-only one, so that the carried tree stays under 64 MiB):
 
     source benchmarks/gpu/device_setup.sh > $OUT/setup.log 2>&1
     python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 540 probe apply-sdpa apply-flex_attention apply-auto
@@ -19,15 +21,23 @@ then on the device (`run` with carry [".whl", ".gpu"], kind nvidia-h200; two cal
 on a fresh one it starts a new file: keep both calls' results.json). Rehearsal on a CPU:
 
     python3 benchmarks/gpu/packed_apply.py --out /tmp/pa-dry --dry-cpu probe apply-sdpa apply-auto profile-packed profile-plain
+    PYTHONPATH=<triton> python3 benchmarks/gpu/packed_apply.py --out /tmp/pa-dry --dry-cpu --axolotl-site <site> axolotl
+
+(<site>: a folder where .whl-axolotl's wheels are installed --no-deps, numba and llvmlite for this machine's
+Python; <triton>: one where a triton wheel is, as Axolotl's trainer imports it even on a CPU. On a CPU Axolotl runs
+with sdpa, fp32, no Liger and no Triton LoRA kernels: see CPU_CHANGES.)
 
 Cases:
   probe                   `tunespec probe` of specs/llama3-8b-viggo-lora.yaml: plain causal batches (mb 2 x 2048)
   apply-<kernel>          `tunespec apply` of that spec (packed, Liger, mb 2 x accumulation 2) with
                           model.attn_implementation <kernel>: sdpa, flex_attention, flash_attention_2, auto
   naive-trl               the seed recipe's naive TRL setup (run_all.py's naive-dynamic case)
-  axolotl                 Axolotl 0.19 on the same model folder, rows, sequence length and LoRA settings, with
-                          its recommended setup for this case: sample packing, flex attention (flash attention
-                          where flash-attn is installed), the Liger plugin
+  axolotl                 Axolotl 0.19 (`python -m axolotl.cli.train`, installed from .whl-axolotl into its own
+                          site folder) on the same model folder, rows, sequence length, LoRA, batch and optimizer
+                          settings, with its recommended setup for this case: multipack sample packing, flex
+                          attention (flash attention where flash-attn is installed), the Liger plugin, its
+                          LoRA kernels; steady real tokens/s, loss and peak memory recorded by axolotl_meter.py
+  axolotl-compile         the same with torch_compile (Axolotl's docs recommend it with flex attention)
   profile-packed          torch profiler over 2 micro steps (after 4) of the packed apply step (apply-auto's plan)
   profile-plain           the same over the probe's plain step; both write a Chrome trace (.json.gz) and a
                           table of the top kernels by device time (.txt)
@@ -40,11 +50,11 @@ The summary checks the issue's targets: packed apply >= 95% of the probe's token
 import argparse
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -59,7 +69,8 @@ STATE = WORK / "packed-results.json"
 KERNELS = ("sdpa", "flex_attention", "flash_attention_2", "auto")
 PROFILE_WAIT, PROFILE_ACTIVE = 4, 2
 TARGET_SHARE_OF_PROBE, TARGET_MFU = 0.95, 0.40
-EXPECTED_S = {"probe": 70, "naive-trl": 90, "axolotl": 200, "profile-packed": 120, "profile-plain": 90,
+EXPECTED_S = {"probe": 70, "naive-trl": 90, "axolotl": 200, "axolotl-compile": 300, "profile-packed": 120,
+              "profile-plain": 90,
               **{f"apply-{kernel}": 110 for kernel in KERNELS}}
 DRY_DATA = "pkg://tunespec/tunespec/cli/defaults/data/viggo_train.csv"
 
@@ -199,27 +210,43 @@ def run_profile(side: str, out: Path, timeout: float, dry: bool) -> dict:
 
 # ---- Axolotl ---------------------------------------------------------------------------------------
 
-def axolotl_config(plan: dict, rows: Path, output: Path) -> dict:
-    """Axolotl's recommended setup for this case (its docs: multipack, flex/flash attention, Liger plugin),
-    with the same model folder, rows, sequence, LoRA and batch settings as tunespec's plan."""
+AXOLOTL_WHEELS = ROOT / ".whl-axolotl"  # benchmarks/gpu/axolotl_wheels.py fills it; carried to the device
+AXOLOTL_SITE = Path("/tmp/site-axolotl")
+LIGER = {"plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
+         "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True}
+# On a CPU (--dry-cpu): flex attention has no backward there, Liger's and Axolotl's LoRA kernels are Triton
+# (GPU only), bf16 training needs a GPU; the rest of the configuration runs as on the device.
+CPU_CHANGES = {"attn_implementation": "sdpa", "bf16": False, "tf32": False, "lora_mlp_kernel": False,
+               "lora_qkv_kernel": False, "lora_o_kernel": False, "lora_embedding_kernel": False}
+
+
+def axolotl_config(plan: dict, rows: Path, output: Path, compiled: bool, dry: bool) -> dict:
+    """Axolotl's recommended setup for this case (docs/attention.qmd, the Liger plugin's README, the Llama-3
+    examples: multipack sample packing padded to the sequence length, flash attention where flash-attn is
+    installed, else flex attention with torch_compile as its docs recommend (`compiled`), the Liger plugin, LoRA
+    kernels auto-enabled), with the same model folder, rows, sequence, LoRA, batch and optimizer settings as
+    tunespec's plan. The meter plugin (axolotl_meter.py) records step times, real tokens and peak memory."""
     import importlib.util
 
     lora, trainer = plan["method"]["lora"], plan["trainer"]
     flash = importlib.util.find_spec("flash_attn") is not None
-    return {
+    config = {
         "base_model": plan["model"]["source"], "datasets": [{"path": str(rows), "type": "input_output"}],
         "sequence_len": plan["data"]["max_seq_length"], "sample_packing": True, "pad_to_sequence_len": True,
-        "flash_attention": flash, "flex_attention": not flash,
-        "plugins": ["axolotl.integrations.liger.LigerPlugin"], "liger_rope": True, "liger_rms_norm": True,
-        "liger_glu_activation": True, "liger_fused_linear_cross_entropy": True,
+        "attn_implementation": "flash_attention_2" if flash else "flex_attention", "torch_compile": compiled,
+        **LIGER, "plugins": LIGER["plugins"] + ["axolotl_meter.MeterPlugin"],
         "adapter": "lora", "lora_r": lora["r"], "lora_alpha": lora["alpha"], "lora_dropout": lora["dropout"],
         "lora_target_linear": True, "micro_batch_size": plan["batch"]["micro_batch_size"],
         "gradient_accumulation_steps": plan["batch"]["gradient_accumulation"], "max_steps": trainer["max_steps"],
         "learning_rate": trainer["learning_rate"], "lr_scheduler": trainer["lr_scheduler_type"],
         "optimizer": trainer["optim"], "bf16": True, "tf32": True, "gradient_checkpointing": False,
         "logging_steps": 1, "save_strategy": "no", "val_set_size": 0, "output_dir": str(output),
-        "include_tokens_per_second": True, "dataset_prepared_path": str(output / "prepared"),
+        "dataset_prepared_path": str(output / "prepared"),
     }
+    if dry:
+        config = {key: value for key, value in config.items() if key not in LIGER}
+        config.update(CPU_CHANGES, plugins=["axolotl_meter.MeterPlugin"])
+    return config
 
 
 def axolotl_rows(plan: dict, target: Path) -> Path:
@@ -234,49 +261,64 @@ def axolotl_rows(plan: dict, target: Path) -> Path:
     return target
 
 
-def peak_gpu_memory(stop: threading.Event, found: list) -> None:
-    """Peak used memory of GPU 0 (MiB) by nvidia-smi, as Axolotl runs in its own process."""
-    while not stop.wait(0.5):
-        done = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
-                              capture_output=True, text=True)
-        if done.returncode == 0 and done.stdout.strip():
-            found.append(int(done.stdout.strip()))
+def axolotl_site(site: Path) -> Path:
+    """Axolotl's own site folder: .whl-axolotl's wheels installed there without their pinned dependencies, once per
+    machine (its trl, peft and datasets are Axolotl's pins, so it stays off tunespec's PYTHONPATH)."""
+    if site == AXOLOTL_SITE and not (site / ".installed").is_file() and any(AXOLOTL_WHEELS.glob("*.whl")):
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
+                        "--no-cache-dir", "--upgrade", "--target", str(site), *map(str, AXOLOTL_WHEELS.glob("*.whl"))],
+                       check=True)
+        (site / ".installed").touch()
+    return site
 
 
-def run_axolotl(timeout: float, dry: bool) -> dict:
-    import importlib.util
+def axolotl_measured(meter_file: Path) -> dict:
+    """Steady real tokens/s over the steps after warm-up (as run_all.wall_clock_rate for tunespec's runs), losses
+    and peak allocated memory, from the meter plugin's events."""
+    events = [json.loads(line) for line in meter_file.read_text().splitlines() if line.strip()]
+    steps = {e["step"]: e for e in events if e["event"] == "step"}
+    losses = [e["loss"] for e in events if e["event"] == "log"]
+    end = next((e for e in events if e["event"] == "end"), {})
+    measured = {"first_train_loss": losses[0] if losses else None, "final_train_loss": losses[-1] if losses else None,
+                "global_step": max(steps, default=0), "peak_memory_gib": end.get("peak_memory_gib"),
+                "peak_reserved_gib": end.get("peak_reserved_gib")}
+    warm, last = run_all.WARMUP_STEPS, max(steps, default=0)
+    if warm in steps and last > warm:
+        tokens, seconds = steps[last]["tokens"] - steps[warm]["tokens"], steps[last]["time"] - steps[warm]["time"]
+        measured.update(wall_tokens_per_s_after_warmup=round(tokens / seconds, 1), wall_window_steps=[warm + 1, last],
+                        wall_window_tokens=tokens, wall_window_s=round(seconds, 3),
+                        tokens_per_step_after_warmup=round(tokens / (last - warm), 1))
+    return measured
 
-    result = {"case": "axolotl", "kind": "axolotl"}
-    code, plan_dir = plan_of("axolotl-plan", {"attn_implementation": "auto"}, dry)
+
+def run_axolotl(name: str, site: Path, timeout: float, dry: bool) -> dict:
+    result = {"case": name, "kind": "axolotl"}
+    code, plan_dir = plan_of(f"{name}-plan", {"attn_implementation": "auto"}, dry)
     if code != 0:
         return {**result, "exit_code": code, "failed": "plan"}
     plan = json.loads((plan_dir / "plan.json").read_text())
-    output = WORK / "runs" / "axolotl"
+    output = WORK / "runs" / name
     shutil.rmtree(output, ignore_errors=True)
     output.mkdir(parents=True)
-    config = axolotl_config(plan, axolotl_rows(plan, output / "rows.jsonl"), output)
+    config = axolotl_config(plan, axolotl_rows(plan, output / "rows.jsonl"), output, name.endswith("-compile"), dry)
     (output / "config.yaml").write_text(json.dumps(config, indent=2))  # JSON is YAML
-    result["config"] = config
-    if importlib.util.find_spec("axolotl") is None:
-        return {**result, "exit_code": None, "failed": "axolotl is not installed here (carry its wheels)"}
-    stop, samples = threading.Event(), []
-    poller = threading.Thread(target=peak_gpu_memory, args=(stop, samples), daemon=True)
-    poller.start()
-    log = run_all.LOGS / "axolotl.log"
+    result.update(config=config, attn_implementation=config["attn_implementation"])
+    site = axolotl_site(site)
+    if not (site / "axolotl").is_dir():
+        return {**result, "exit_code": None, "failed": f"axolotl is not installed in {site} (carry .whl-axolotl)"}
+    # Axolotl's site first (its trl/peft/datasets pins), then this folder (the meter plugin), then the image's setup.
+    path = os.pathsep.join([str(site), str(HERE)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    env = dict(os.environ, PYTHONPATH=path, AXOLOTL_DO_NOT_TRACK="1", WANDB_MODE="disabled", HF_HUB_OFFLINE="1")
+    log = run_all.LOGS / f"{name}.log"
     started = time.time()
     with log.open("w") as handle:
         code = subprocess.run([sys.executable, "-m", "axolotl.cli.train", str(output / "config.yaml")], stdout=handle,
-                              stderr=subprocess.STDOUT, timeout=timeout).returncode
-    stop.set()
-    text = log.read_text()
-    # The Trainer prints each log as a dict: the losses of the steps and, at the end, the run's rates.
-    losses = [float(v) for v in re.findall(r"'loss': '?([\d.]+)", text)]
-    rate = re.search(r"'train_tokens_per_second': '?([\d.]+)", text)
-    result.update(exit_code=code, wall_s=round(time.time() - started, 1),
-                  measured={"train_tokens_per_second": float(rate.group(1)) if rate else None,
-                            "first_train_loss": losses[0] if losses else None,
-                            "final_train_loss": losses[-1] if losses else None,
-                            "peak_gpu_memory_used_gib": round(max(samples) / 1024, 2) if samples else None})
+                              stderr=subprocess.STDOUT, timeout=timeout, env=env).returncode
+    result.update(exit_code=code, wall_s=round(time.time() - started, 1))
+    if code != 0 or not (output / "meter.jsonl").is_file():
+        return {**result, "failed": "axolotl train (see its log)", "output": log.read_text()[-4000:]}
+    result["measured"] = axolotl_measured(output / "meter.jsonl")
+    result["mfu"] = mfu(plan, result["measured"].get("wall_tokens_per_s_after_warmup"))
     return result
 
 
@@ -289,11 +331,11 @@ def summary(state: dict) -> str:
              f"{'peak GiB':>8} {'of probe':>8}"]
     for name, r in cases.items():
         m = r.get("measured") or {}
-        steady = m.get("wall_tokens_per_s_after_warmup") or m.get("train_tokens_per_second") or r.get("tokens_per_s")
-        share = f"{steady / probe:.0%}" if steady and probe and r["kind"] == "apply" else ""
+        steady = m.get("wall_tokens_per_s_after_warmup") or r.get("tokens_per_s")
+        share = f"{steady / probe:.0%}" if steady and probe and r["kind"] in ("apply", "axolotl") else ""
         lines.append(f"{name:<26} {str(r.get('exit_code')):>4} {str(r.get('attn_implementation') or ''):<18} "
                      f"{str(steady):>12} {str(m.get('tokens_per_s') or ''):>11} {str(r.get('mfu') or ''):>6} "
-                     f"{str(m.get('peak_memory_gib') or m.get('peak_gpu_memory_used_gib') or ''):>8} {share:>8}")
+                     f"{str(m.get('peak_memory_gib') or ''):>8} {share:>8}")
     best = [r for r in cases.values() if r["kind"] == "apply" and r.get("mfu")]
     if best and probe:
         top = max(best, key=lambda r: r["mfu"])
@@ -320,6 +362,8 @@ def main() -> int:
     parser.add_argument("--deadline-s", type=float, default=540, help="start no case that would end after this")
     parser.add_argument("--dry-cpu", action="store_true", help="rehearse on a CPU with a tiny model and 6 steps")
     parser.add_argument("--profile-side", choices=("packed", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument("--axolotl-site", type=Path, default=AXOLOTL_SITE,
+                        help="a folder with Axolotl installed (default: .whl-axolotl's wheels installed there)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     run_all.LOGS.mkdir(parents=True, exist_ok=True)
@@ -341,7 +385,7 @@ def main() -> int:
         if name == "naive-trl":
             return run_all.run_train("naive-trl", "llama3-8b-viggo-lora-naive.yaml", {}, args.out, left,
                                      dry=args.dry_cpu)
-        return run_axolotl(left, args.dry_cpu)
+        return run_axolotl(name, args.axolotl_site, left, args.dry_cpu)
 
     run_all.run_cases(args.cases, EXPECTED_S, run_case, state, STATE, args.out, args.deadline_s, began,
                       skip_done=False, kind_of=lambda name: name.split("-")[0])
