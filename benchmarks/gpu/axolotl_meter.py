@@ -40,7 +40,8 @@ class StepMeter(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        self.write({"event": "step", "step": state.global_step, "time": time.perf_counter(), "tokens": int(self.tokens)})
+        self.write({"event": "step", "step": state.global_step, "time": time.perf_counter(),
+                    "tokens": int(self.tokens)})
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
