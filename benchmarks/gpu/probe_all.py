@@ -105,6 +105,9 @@ def write_spec(case: Case, dry: bool) -> Path:
     spec = {"extends": str(BASE_SPEC), "name": f"probe-{case.name}".replace(".", "-"),
             "model": {"source": entry["hub_ids"][0], "architecture": case.architecture, "offline": True},
             "method": METHODS[case.method]}
+    if entry.get("num_local_experts"):
+        # PEFT adapts fused MoE experts without dropout (the compiler refuses 0.05 there, located)
+        spec["method"] = {**spec["method"], "lora": {**LORA, "dropout": 0.0}}
     if dry:
         spec.update(data={"max_seq_length": 64}, training={"micro_batch_size": 1})
     CASE_SPECS.mkdir(parents=True, exist_ok=True)
