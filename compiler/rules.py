@@ -4,10 +4,13 @@ Each rule takes the validated spec and the plan built so far, raises SpecError f
 cannot run, and returns warnings (dicts with `code` and `message`) for one that runs badly.
 `RULES` is the plain list `check_plan` walks.
 """
+import json
 from typing import Callable, List, Tuple
 
 from ..schema import Spec
 from ..schema.method import MethodSpec
+from ..schema.neuron_sft_config import OPTIMUM_NEURON_VERSION, unaccepted
+from ..schema.trainer_arguments import trainer_arguments
 from . import catalog, instances
 from .data_sources import CHARS_PER_TOKEN
 from .errors import SpecError, SpecPath, same_field
@@ -224,6 +227,30 @@ def neuron_rules(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
+# The spec field behind a trainer argument NeuronSFTConfig may lack, and how to do without it.
+NEURON_TRAINER_ARGUMENT_FIELDS = {
+    "completion_only_loss": (("data", "completion_only_loss"),
+                             "set `completion_only_loss: false`: the loss on the whole text, as seed 003 trains"),
+}
+
+
+def neuron_sft_config_takes_the_trainer_arguments(spec: Spec, plan: dict) -> List[dict]:
+    """Every trainer argument reaches NeuronSFTConfig (schema/neuron_sft_config.py), or the plan is refused."""
+    if plan["parallel"]["strategy"] != "neuron" or plan["devices"]["kind"] != "trainium":
+        return []
+    refusals, arguments = [], trainer_arguments(plan)
+    for key in unaccepted(arguments):
+        path, hint = NEURON_TRAINER_ARGUMENT_FIELDS.get(key, (("distribution", "strategy"), "train on GPUs"))
+        refusals.append(SpecError(f"optimum-neuron {OPTIMUM_NEURON_VERSION}'s NeuronSFTConfig (seed 003's Trainium "
+                                  f"trainer) has no `{key}`: the plan's `{key}: {json.dumps(arguments[key])}` would not "
+                                  "reach the trainer", path, hint=hint))
+    if refusals:
+        first, *others = refusals
+        first.others = first.others + others
+        raise first
+    return []
+
+
 def random_init_rules(spec: Spec, plan: dict) -> List[dict]:
     if spec.model.init != "random":
         return []
@@ -390,6 +417,7 @@ RULES: List[Callable[[Spec, dict], List[dict]]] = [
     kbit_preparation_fits_sharding,
     smp_rules,
     neuron_rules,
+    neuron_sft_config_takes_the_trainer_arguments,
     random_init_rules,
     device_map_rules,
     single_process_gpus,

@@ -18,6 +18,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..schema.neuron_sft_config import OPTIMUM_NEURON_VERSION, neuron_sft_arguments
+from ..schema.trainer_arguments import trainer_arguments
 from .run_layout import CHECKPOINTS, last_complete_checkpoint
 from .train_env import prepare_environment
 
@@ -58,7 +60,6 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
 
     from . import model_loading
     from .data import build_datasets
-    from .train import plan_trainer_settings
 
     parallel = plan["parallel"]
     # The GPU trainer's model loading and adapter config, so both read the plan the same way.
@@ -71,18 +72,17 @@ def train(plan: dict, run_dir: Path, max_steps) -> None:
     # The GPU trainer's datasets, in TRL's formats: NeuronSFTTrainer is TRL's SFTTrainer underneath.
     train_set, eval_set = build_datasets(plan, tokenizer)
 
-    known = {field.name for field in dataclasses.fields(NeuronSFTConfig)}
-    settings = dict(plan_trainer_settings(plan, known), output_dir=str(run_dir / CHECKPOINTS),
+    # The plan's trainer arguments under NeuronSFTConfig's names (the compiler refused any it has no field for).
+    settings = dict(neuron_sft_arguments(trainer_arguments(plan)), output_dir=str(run_dir / CHECKPOINTS),
                     tensor_parallel_size=parallel["tensor_parallel"],
                     pipeline_parallel_size=parallel["pipeline_stages"])
     if max_steps:
         settings.update(max_steps=max_steps, save_strategy="no")
-    # optimum-neuron versions differ in the SFTConfig fields they take: the others are said, not dropped silently.
-    ignored = sorted(key for key in settings if key not in known)
-    if ignored:
-        print(f"optimum-neuron's NeuronSFTConfig has no {', '.join(ignored)}: these plan settings do not apply here",
-              file=sys.stderr)
-    config = NeuronSFTConfig(**{key: value for key, value in settings.items() if key in known})
+    lacking = sorted(set(settings) - {field.name for field in dataclasses.fields(NeuronSFTConfig)})
+    if lacking:
+        sys.exit(f"this optimum-neuron's NeuronSFTConfig has no {', '.join(lacking)}; tunespec plans for "
+                 f"optimum-neuron {OPTIMUM_NEURON_VERSION} (pip install 'tunespec[neuron]')")
+    config = NeuronSFTConfig(**settings)
     trainer = NeuronSFTTrainer(model=model, args=config, peft_config=lora, tokenizer=tokenizer,
                                train_dataset=train_set, eval_dataset=eval_set)
     # Resume after a requeue (HyperPod auto-resume) from the newest complete checkpoint, if any.

@@ -31,14 +31,18 @@ def run_entry(plan: dict, tmp_path: Path, cwd: Path) -> list:
     (tmp_path / "plan.json").write_text(canonical_json(plan))
     log = tmp_path / "neuron.jsonl"
     log.unlink(missing_ok=True)
-    python_path = os.pathsep.join([str(DOUBLES)] + [os.environ["PYTHONPATH"]] * ("PYTHONPATH" in os.environ))
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": python_path, "NEURON_DOUBLE_LOG": str(log),
-           "HOME": str(tmp_path), "TUNESPEC_CACHE": str(tmp_path / "cache")}
     done = subprocess.run([sys.executable, "-m", "tunespec.runtime.train_neuron", "train", "--plan",
                            str(tmp_path / "plan.json"), "--run-dir", str(tmp_path / "run")],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+                          cwd=cwd, env=entry_environment(tmp_path), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def entry_environment(tmp_path: Path) -> dict:
+    """The optimum-neuron double first on the path; its log in tmp_path."""
+    python_path = os.pathsep.join(filter(None, [str(DOUBLES), os.environ.get("PYTHONPATH")]))
+    return {"PATH": os.environ["PATH"], "PYTHONPATH": python_path, "NEURON_DOUBLE_LOG": str(tmp_path / "neuron.jsonl"),
+            "HOME": str(tmp_path), "TUNESPEC_CACHE": str(tmp_path / "cache")}
 
 
 def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(tmp_path, repo_cwd):
@@ -53,6 +57,20 @@ def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(t
     assert record["pad_token"] is not None and record["train_rows"] > 0 and record["eval_rows"] > 0
     assert record["tokenizers_parallelism"] == "false"  # prepare_environment ran
     assert record["learning_rate"] == plan["trainer"]["learning_rate"]
+    # optimum-neuron 0.1.0's names for the plan's sequence length and warmup (schema/neuron_sft_config.py).
+    assert record["max_seq_length"] == plan["batch"]["sequence_length"]
+    assert record["warmup_ratio"] == plan["trainer"]["warmup_ratio"]
+
+
+def test_a_trainer_argument_this_optimum_neuron_lacks_stops_the_entry(tmp_path, repo_cwd):
+    plan = seed_003_plan(tmp_path)
+    plan["trainer"]["group_by_length"] = True  # in 0.1.0's TrainingArguments, gone from the double's transformers 5
+    (tmp_path / "plan.json").write_text(canonical_json(plan))
+    done = subprocess.run([sys.executable, "-m", "tunespec.runtime.train_neuron", "train", "--plan",
+                           str(tmp_path / "plan.json"), "--run-dir", str(tmp_path / "run")], cwd=repo_cwd,
+                          env=entry_environment(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "NeuronSFTConfig has no group_by_length; tunespec plans for optimum-neuron 0.1.0" in done.stderr
 
 
 def test_each_process_loads_the_model_lazily_for_its_tensor_parallel_shard(tmp_path, repo_cwd):
