@@ -138,6 +138,12 @@ class DeviceEfficiency:
     # matrices reach less of the peak than one dense GEMM.
     moe_gemm_utilisation = Calibrated(0.45, Measured({H100_PLAIN_LOOP: ("mixtral-8x7b-L4-lora-*",
                                                                         "mixtral-8x7b-L8-lora-*")}))
+    # NF4 experts (runtime/moe_quantization.py's loop: per expert a routing gather, bitsandbytes' 4-bit
+    # matmuls, which dequantize the expert in forward and again in backward, adapters and a scatter) reach
+    # far less of the peak on their FLOPs than grouped bf16 GEMMs: seed 000's Mixtral-8x7B over FSDP on
+    # 2 H200s, micro batch 10 x 2048, the only GPU-bound NF4 run (4,716 and 4,638 tokens/s in two runs).
+    # The one-GPU micro-batch-1 run (mixtral32-nf4) stays bound by its launches under it.
+    nf4_expert_gemm_utilisation = Calibrated(0.18, Measured({H200X2_FSDP_APPLY: ("mixtral-fsdp2",)}))
     # Share of the plain fp32 peak that fp32 GEMMs reach (cuBLAS SGEMM on large shapes): fitted to the
     # Mixtral QLoRA cases whose 16-bit experts the full k-bit preparation upcast to fp32.
     fp32_utilisation = Calibrated(0.72, Measured({H100_PLAIN_LOOP: ("mixtral-8x7b-*-qlora-*",)}))

@@ -131,8 +131,10 @@ def estimate_throughput(plan: dict) -> dict:
         DeviceEfficiency.full_gemm_utilisation.value if mtype == "full" else DeviceEfficiency.gemm_utilisation.value
     experts_fp32 = weights.get("experts", {}).get("dtype") == "fp32"
     fp32_peak = hardware.get("peak_fp32_tflops") or peak_tflops / HardwareFallbacks.bf16_to_fp32_peak_ratio.value
+    expert_utilisation = trainium if kind == "trainium" else DeviceEfficiency.nf4_expert_gemm_utilisation.value \
+        if experts_nf4 else DeviceEfficiency.moe_gemm_utilisation.value
     expert_rate = fp32_peak * 1e12 * DeviceEfficiency.fp32_utilisation.value if experts_fp32 else \
-        peak_tflops * 1e12 * (trainium if kind == "trainium" else DeviceEfficiency.moe_gemm_utilisation.value)
+        peak_tflops * 1e12 * expert_utilisation
     # Tensor parallelism splits each matmul over tp devices; a device_map pipeline runs its stages
     # one after another, so the whole replica goes at the speed of one device.
     compute_s = tokens * (flops["dense_train"] / (peak_tflops * 1e12 * utilisation)

@@ -137,9 +137,6 @@ def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
                                 "on the meta device", ("distribution", "cpu_ram_efficient_loading"),
                                 hint="set `cpu_ram_efficient_loading: false` (every rank loads and quantizes; "
                                      "the plan counts that load-time peak)")
-            out.append(warning("fsdp-nf4-experts-not-run-on-gpu",
-                               "FSDP over NF4 MoE experts is estimated from GPU measurements of "
-                               "its parts; a sharded run of it has not executed on a GPU yet"))
     return out
 
 

@@ -26,7 +26,7 @@ def test_plan_prints_summary_and_writes_folder(tmp_path):
     assert done.returncode == 0, done.stderr
     text = done.stdout
     for expected in ("46.70B total", "12.88B", "trainable", "8 × NVIDIA A100-SXM4-40GB",
-                     "10 micro × 1 accumulation × 8 data-parallel = 80 sequences", "fsdp-nf4-experts-not-run-on-gpu",
+                     "10 micro × 1 accumulation × 8 data-parallel = 80 sequences",
                      "plan.json", "trainer_args.json"):
         assert expected in text, expected
     plan = json.loads((tmp_path / "p" / "plan.json").read_text())
