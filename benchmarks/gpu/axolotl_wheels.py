@@ -51,6 +51,12 @@ def pip(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", *args], check=True)
 
 
+def present(requirement: str) -> bool:
+    """Whether an earlier run left this pinned wheel here (pip would fetch it again: a rewritten wheel's hash differs)."""
+    name, version = requirement.split("==")
+    return any(TARGET.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+
+
 def rewritten(wheel: Path) -> None:
     """The wheel again with LZMA compression, less the files LEFT_OUT names for its project (RECORD to match)."""
     project = wheel.name.split("-", 1)[0].lower()
@@ -75,10 +81,10 @@ def main() -> int:
     if "/.whl-axolotl/" not in exclude.read_text().splitlines():
         with exclude.open("a") as handle:
             handle.write("/.whl-axolotl/\n")
-    for requirement in WHEELS:
+    for requirement in [r for r in WHEELS if not present(r)]:
         pip("download", "-q", "--no-deps", *PLATFORM, "-d", str(TARGET), requirement)
     with tempfile.TemporaryDirectory() as sdists:
-        for requirement in SOURCE_ONLY:
+        for requirement in [r for r in SOURCE_ONLY if not present(r)]:
             pip("download", "-q", "--no-deps", "--no-binary=:all:", "-d", sdists, requirement)
         for sdist in Path(sdists).glob("*.tar.gz"):
             pip("wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(TARGET), str(sdist))
