@@ -52,7 +52,7 @@ def pip(*args: str) -> None:
 
 
 def present(requirement: str) -> bool:
-    """Whether an earlier run left this pinned wheel here (pip would fetch it again: a rewritten wheel's hash differs)."""
+    """Whether an earlier run left this pinned wheel here (pip would fetch it again: a rewritten one differs)."""
     name, version = requirement.split("==")
     return any(TARGET.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
 
