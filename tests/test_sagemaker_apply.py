@@ -20,6 +20,7 @@ from botocore.stub import Stubber
 from rich.console import Console
 
 from tunespec.schema import exit_codes
+from tunespec.schema.contract import VERSION
 from tunespec.runtime import sagemaker as runtime
 from tunespec.runtime.errors import BackendError
 from tunespec.runtime.sourcedir import build_sourcedir, resolve_secrets
@@ -111,7 +112,7 @@ def test_apply_uploads_creates_the_job_and_a_second_apply_follows_it(tmp_path, m
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         names = tar.getnames()
         shipped_plan = json.load(tar.extractfile("plan.json"))
-    assert {"tunespec_entry.py", "requirements.txt", "tunespec/runtime/sourcedir.py"} <= set(names)
+    assert {"tunespec_entry.py", "requirements.txt", f"tunespec-{VERSION}-py3-none-any.whl"} <= set(names)
     assert shipped_plan["backend"]["job_name"] == backend["job_name"]
 
     client = session.client("sagemaker")
