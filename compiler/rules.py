@@ -255,11 +255,11 @@ def random_init_rules(spec: Spec, plan: dict) -> List[dict]:
         raise SpecError(f"random initialisation pre-trains every weight; `{spec.method.type}` trains adapters on "
                         "frozen weights, which would stay random", ("model", "init"),
                         hint="use `method.type: full`, or `init: pretrained`")
-    if spec.distribution.strategy in ("smp", "device_map"):
-        # SMP's rank 0 and device_map's placement load the pretrained weights (runtime/smp.py, from_pretrained).
-        raise SpecError(f"`strategy: {spec.distribution.strategy}` starts from the pretrained weights: its model "
-                        "loading has no random initialisation", ("model", "init"),
-                        hint="use `strategy: fsdp` or `ddp`, or `init: pretrained`")
+    if spec.distribution.strategy == "device_map":
+        # device_map's placement loads the pretrained weights (from_pretrained with max_memory).
+        raise SpecError("`strategy: device_map` starts from the pretrained weights: its model loading has no "
+                        "random initialisation", ("model", "init"),
+                        hint="use `strategy: fsdp`, `ddp` or `smp`, or `init: pretrained`")
     return []
 
 

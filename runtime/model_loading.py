@@ -233,7 +233,7 @@ def _quantize_experts(model, plan: dict, in_place: bool) -> None:
     logger.info("quantized the experts of %d MoE layers to NF4", count)
 
 
-def _randomly_initialised(plan: dict, path: str, options: dict):
+def randomly_initialised(plan: dict, path: str, options: dict):
     """Pre-training from scratch (`model.init: random`): the source's config, fresh weights drawn from the
     plan's seed, so every rank starts from the same ones."""
     from transformers import AutoConfig, set_seed
@@ -259,7 +259,7 @@ def load_model(plan: dict, path: str):
     if max_memory is not None:
         options["max_memory"] = max_memory
     if model_plan["init"] == "random":
-        model = _randomly_initialised(plan, path, options)
+        model = randomly_initialised(plan, path, options)
     else:
         model = AutoModelForCausalLM.from_pretrained(path, **options)
     model.config.use_cache = False  # the KV cache only costs memory while training

@@ -68,7 +68,8 @@ def moe_config(plan: dict):
 
 
 def _base_model(plan: dict, path: str, on_meta: bool):
-    """Rank 0 loads the pretrained weights; with delayed initialisation the others build the shape on meta."""
+    """Rank 0 loads the pretrained weights (or, pre-training, draws fresh ones from the plan's seed); with
+    delayed initialisation the others build the shape on meta. SMP then gives every rank rank 0's weights."""
     from accelerate import init_empty_weights
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -76,6 +77,8 @@ def _base_model(plan: dict, path: str, on_meta: bool):
     # FSDP's mixed precision keeps fp32 master weights and computes in the plan's precision (SMP asserts fp32).
     options = dict(dtype=torch.float32, attn_implementation=plan["model"].get("attn_implementation") or "sdpa")
     if not on_meta and dist.get_rank() == 0:
+        if plan["model"]["init"] == "random":
+            return model_loading.randomly_initialised(plan, path, options)
         return AutoModelForCausalLM.from_pretrained(path, **hub, **options)
     with init_empty_weights() if on_meta else nullcontext():
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path, **hub), **options)

@@ -57,6 +57,26 @@ def test_random_init_is_refused_where_nothing_would_train_it_or_the_loader_canno
         extends: {REPO / "specs" / "mixtral-8x7b-sst2-smp-expert-parallel.yaml"}
         model: {{init: random}}
         """))
-    with pytest.raises(SpecError, match="`strategy: smp` starts from the pretrained weights") as refused:
-        build_plan(load_spec(tmp_path / "smp.yaml"))
-    assert refused.value.field_name() == "model.init" and refused.value.line is not None
+    assert build_plan(load_spec(tmp_path / "smp.yaml"))["model"]["init"] == "random"
+
+
+def test_smp_rank_0_draws_the_random_weights_that_smp_gives_every_rank(tmp_path):
+    """Seed 001 pre-trains from scratch under SMP: rank 0 draws the weights from the plan's seed (the other
+    ranks start on meta or from the config and receive rank 0's through SMP's load_state_dict_from_rank0)."""
+    import torch.distributed as dist
+
+    from tunespec.runtime import smp
+
+    folder = save_tiny_model(tmp_path / "tiny-llama", "llama", num_key_value_heads=1)
+    plan = plan_for(tmp_path, folder, "random")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        drawn = smp._base_model(plan, str(folder), on_meta=False)
+    finally:
+        dist.destroy_process_group()
+    reference = model_loading.load_model(plan, str(folder))
+    assert all(torch.equal(weight.float(), reference.state_dict()[name].float())
+               for name, weight in drawn.state_dict().items())
+    saved = model_loading.AutoModelForCausalLM.from_pretrained(folder).state_dict()
+    assert not torch.equal(drawn.state_dict()["model.embed_tokens.weight"].float(),
+                           saved["model.embed_tokens.weight"].float())
