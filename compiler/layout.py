@@ -67,19 +67,18 @@ class LayoutChoices:
         return dataclasses.replace(self, **changes)
 
 
-def compute_layout(spec: Spec, host: Host, data: dict) -> dict:
-    """The plan's devices, precision, parallel and batch sections for the spec on its backend."""
-    return lay_out(devices_of_backend(spec, host), LayoutChoices.of_spec(spec), data)
-
-
 def lay_out(devices: dict, choices: LayoutChoices, data: dict) -> dict:
     """The layout sections of `choices` on `devices`, for the plan's data section."""
-    parallel = _parallel(choices.distribution, devices)
-    return {"devices": devices,
-            "precision": dict(resolve_precision(choices.precision, choices.allow_emulated_bf16, devices),
+    placed = place(devices, choices)
+    return {"devices": devices, **placed, "batch": batch(choices, placed["parallel"], data)}
+
+
+def place(devices: dict, choices: LayoutChoices) -> dict:
+    """The precision and parallel sections of `choices` on `devices`: the layout but its batch, which
+    also needs the data (a plan builds them apart, so that a refused data section leaves them built)."""
+    return {"precision": dict(resolve_precision(choices.precision, choices.allow_emulated_bf16, devices),
                               kbit_upcast=choices.kbit_preparation == "full"),
-            "parallel": parallel,
-            "batch": _batch(choices, parallel, data)}
+            "parallel": _parallel(choices.distribution, devices)}
 
 
 def devices_of_backend(spec: Spec, host: Host) -> dict:
@@ -157,7 +156,8 @@ def _parallel(dist, devices: dict) -> dict:
     return parallel
 
 
-def _batch(choices: LayoutChoices, parallel: dict, data: dict) -> dict:
+def batch(choices: LayoutChoices, parallel: dict, data: dict) -> dict:
+    """The batch section: the choices' batch over the parallel layout's data-parallel ranks and the data."""
     global_batch = choices.micro_batch_size * choices.gradient_accumulation * parallel["data_parallel"]
     seq = data["max_seq_length"]
     whole_sequences = data["packing"] or data["format"]["type"] == "text"
@@ -165,7 +165,7 @@ def _batch(choices: LayoutChoices, parallel: dict, data: dict) -> dict:
         tokens_per_sequence = seq
     else:
         tokens_per_sequence = min(seq, data["tokens_per_example"])
-    batch = {
+    section = {
         "micro_batch_size": choices.micro_batch_size,
         "gradient_accumulation": choices.gradient_accumulation,
         "data_parallel": parallel["data_parallel"],
@@ -179,7 +179,7 @@ def _batch(choices: LayoutChoices, parallel: dict, data: dict) -> dict:
     if rows and per_example:
         train_rows = rows * (1 - (data["eval_fraction"] or 0))
         sequences = math.ceil(train_rows * per_example / seq) if whole_sequences else train_rows
-        batch["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
+        section["steps_per_epoch"] = max(1, math.ceil(sequences / global_batch))
         if choices.epochs:
-            batch["total_steps"] = math.ceil(batch["steps_per_epoch"] * choices.epochs)
-    return batch
+            section["total_steps"] = math.ceil(section["steps_per_epoch"] * choices.epochs)
+    return section

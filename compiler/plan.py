@@ -6,9 +6,10 @@ from ..schema.contract import NEURON_TRAINER_MODULE, TRAINER_MODULE, VERSION, di
 from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
+from .checks import Findings
 from .errors import SpecError
 from .inference_placement import inference_section
-from .layout import compute_layout
+from .layout import LayoutChoices, batch, devices_of_backend, place
 from .spec_loader import LoadedSpec
 
 PLAN_FORMAT = "tunespec-plan/v1"
@@ -33,7 +34,6 @@ def _model_section(loaded: LoadedSpec, cwd: Path) -> dict:
 
 def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     method = loaded.spec.method
-    rules.check_method(method)
     lora = None
     if method.lora is not None or method.type != "full":
         spec_lora = method.lora or LoraSpec()
@@ -197,33 +197,54 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
         "format": PLAN_FORMAT,
         "tunespec_version": VERSION,
         "spec": {"name": spec.name, "description": spec.description, "hash": digest(spec_json)},
+        "tracking": spec.tracking.model_dump(),
+        "outputs": spec.outputs.model_dump(),
+        "secrets": spec.secrets.model_dump(exclude_none=True),
     }
-    plan["model"] = _model_section(loaded, cwd)
-    arch = plan["model"]["architecture"]
-    plan["method"] = _method_section(loaded, arch)
-    plan["model"]["parameters"] = {**parameter_counts.count_parameters(arch),
-                                   "trainable": parameter_counts.count_trainable(arch, plan["method"]),
-                                   "trainable_by_group": parameter_counts.trainable_by_group(arch, plan["method"])}
-    plan["data"] = _data_section(loaded, cwd)
-    plan.update(compute_layout(spec, host, plan["data"]))
-    plan["model"]["attn_implementation"], plan["model"]["attn_reason"] = attention.choose_attention(
-        spec.model.attn_implementation, spec.backend.type, plan["devices"], plan["data"])
-    plan["trainer"] = _trainer_section(loaded, plan["data"], plan["model"]["attn_implementation"])
-    plan["trainer"].update(trainer_speed.trainer_speed_settings(
-        plan["devices"], plan["parallel"]["processes_per_node"], _cpus_per_node(loaded, plan["devices"], host)))
-    plan["launch"] = _launch_section(plan["parallel"], plan["devices"])
-    plan["tracking"] = spec.tracking.model_dump()
-    plan["outputs"] = spec.outputs.model_dump()
-    plan["inference"] = inference_section(plan["devices"], plan["precision"]["resolved"], spec.backend.type, host)
-    plan["secrets"] = spec.secrets.model_dump(exclude_none=True)
-    plan["warnings"] = [_located(loaded, w) for w in rules.check_plan(spec, plan)]
+    # Each section is built from the sections it needs; a refused one leaves out what depends on it, and
+    # the rest is built and checked, so that a spec's independent mistakes are reported together.
+    findings = Findings()
+    choices = LayoutChoices.of_spec(spec)
+    findings.build(plan, (), lambda: {"model": _model_section(loaded, cwd)})
+    findings.build(plan, ("model",), lambda: {"method": _method_section(loaded, plan["model"]["architecture"])})
+    findings.build(plan, ("model", "method"), lambda: {"model": dict(plan["model"], parameters=_parameters(plan))})
+    findings.build(plan, (), lambda: {"data": _data_section(loaded, cwd)})
+    findings.build(plan, (), lambda: {"devices": devices_of_backend(spec, host)})
+    findings.build(plan, ("devices",), lambda: place(plan["devices"], choices))
+    findings.build(plan, ("parallel", "data"), lambda: {"batch": batch(choices, plan["parallel"], plan["data"])})
+    findings.build(plan, ("model", "data", "devices", "parallel"), lambda: _attention_and_trainer(loaded, plan, host))
+    findings.build(plan, ("devices", "parallel"), lambda: {"launch": _launch_section(plan["parallel"], plan["devices"])})
+    findings.build(plan, ("devices", "precision"), lambda: {"inference": inference_section(
+        plan["devices"], plan["precision"]["resolved"], spec.backend.type, host)})
+    findings.check(spec, plan)
+    findings.raise_refusals()
+    # The backend compiles a plan the checks accepted.
     plan["backend"] = _compile_backend(loaded, plan)
-    plan["warnings"] += plan["backend"].pop("warnings", [])
+    warnings = findings.warnings + plan["backend"].pop("warnings", [])
     from .estimate import estimate
 
     plan["estimates"] = estimate(plan)
     if spec.budget is not None:
         plan["estimates"]["budget"] = budget.usage(plan, spec.budget.model_dump())
-    plan["warnings"] = sorted(plan["warnings"] + plan["estimates"].pop("warnings", []),
+    plan["warnings"] = sorted([_located(loaded, w) for w in warnings] + plan["estimates"].pop("warnings", []),
                               key=lambda w: (w["code"], w["message"]))
     return plan
+
+
+def _attention_and_trainer(loaded: LoadedSpec, plan: dict, host: Host) -> dict:
+    """The model section with the attention kernel that runs (and why) for the devices and the data, and the
+    trainer section, which pads for that kernel."""
+    spec = loaded.spec
+    kernel, reason = attention.choose_attention(spec.model.attn_implementation, spec.backend.type,
+                                                plan["devices"], plan["data"])
+    trainer = {**_trainer_section(loaded, plan["data"], kernel),
+               **trainer_speed.trainer_speed_settings(plan["devices"], plan["parallel"]["processes_per_node"],
+                                                      _cpus_per_node(loaded, plan["devices"], host))}
+    return {"model": dict(plan["model"], attn_implementation=kernel, attn_reason=reason), "trainer": trainer}
+
+
+def _parameters(plan: dict) -> dict:
+    arch = plan["model"]["architecture"]
+    return {**parameter_counts.count_parameters(arch),
+            "trainable": parameter_counts.count_trainable(arch, plan["method"]),
+            "trainable_by_group": parameter_counts.trainable_by_group(arch, plan["method"])}

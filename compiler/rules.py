@@ -2,20 +2,18 @@
 
 Each rule takes the validated spec and the plan built so far, raises SpecError for a spec that
 cannot run, and returns warnings (dicts with `code` and `message`) for one that runs badly.
-`RULES` is the plain list `check_plan` walks.
+compiler/checks.py groups them by concern and walks them all.
 """
 import json
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 from ..schema import Spec
-from ..schema.method import MethodSpec
 from ..schema.neuron_sft_config import OPTIMUM_NEURON_VERSION, unaccepted
 from ..schema.trainer_arguments import trainer_arguments
 from . import catalog, instances
 from .data_sources import CHARS_PER_TOKEN
-from .errors import SpecError, SpecPath, same_field
+from .errors import SpecError, SpecPath
 from .precision import emulated_bf16
-from .supports import backend_runs_plan
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
 GATED_PREFIXES = ("meta-llama/", "mistralai/", "google/gemma")
@@ -26,25 +24,34 @@ def warning(code: str, message: str, path: SpecPath = ()) -> dict:
     return {"code": code, "message": message, **({"path": path} if path else {})}
 
 
-def check_method(method: MethodSpec) -> None:
+def method_settings_match_type(spec: Spec, plan: dict) -> List[dict]:
+    method = spec.method
     if method.type == "full" and method.lora is not None:
         raise SpecError("`lora` settings are given but the method is `full`", ("method", "lora"),
                         hint="use `type: lora` (or qlora/dora), or remove the `lora` block")
     if method.quantization is not None and method.type != "qlora":
         raise SpecError(f"quantized weights need `type: qlora`, not `{method.type}`", ("method", "quantization"),
                         hint="set `method.type: qlora`, or remove the `quantization` block")
+    return []
 
 
 def lora_dropout(dropout, target_parameters: list) -> float:
-    """The adapters' dropout: as given, else 0.05; PEFT adapts fused MoE expert parameters only without."""
+    """The adapters' dropout: as given, else 0.05; PEFT adapts fused MoE expert parameters only without
+    (experts_adapted_without_dropout refuses a dropout given with them)."""
     if not target_parameters:
         return 0.05 if dropout is None else dropout
-    if dropout:
-        raise SpecError(f"PEFT adapts the fused MoE experts ({', '.join(target_parameters)}) without dropout; "
-                        f"dropout is {dropout}", ("method", "lora", "dropout"),
+    return 0.0
+
+
+def experts_adapted_without_dropout(spec: Spec, plan: dict) -> List[dict]:
+    lora = plan["method"]["lora"]
+    dropout = spec.method.lora.dropout if spec.method.lora else None
+    if lora and lora["target_parameters"] and dropout:
+        raise SpecError(f"PEFT adapts the fused MoE experts ({', '.join(lora['target_parameters'])}) without "
+                        f"dropout; dropout is {dropout}", ("method", "lora", "dropout"),
                         hint="set `dropout: 0` (or leave it out), or leave the experts out with "
                              "`include_experts: false`")
-    return 0.0
+    return []
 
 
 def check_accelerator_matches(accelerator: str, hw: dict, name: str) -> None:
@@ -150,13 +157,17 @@ def kbit_preparation_fits_sharding(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
-def smp_rules(spec: Spec, plan: dict) -> List[dict]:
-    dist = spec.distribution
-    if dist.strategy != "smp":
-        return []
-    if spec.backend.type != "sagemaker":
+def smp_runs_on_sagemaker(spec: Spec, plan: dict) -> List[dict]:
+    if spec.distribution.strategy == "smp" and spec.backend.type != "sagemaker":
         raise SpecError("SMP v2 (torch.sagemaker) runs only in SageMaker training jobs",
                         ("distribution", "strategy"), hint="use `backend.type: sagemaker`, or `strategy: fsdp`")
+    return []
+
+
+def smp_rules(spec: Spec, plan: dict) -> List[dict]:
+    dist = spec.distribution
+    if dist.strategy != "smp" or spec.backend.type != "sagemaker":
+        return []
     world = plan["parallel"]["world_size"]
     experts = plan["model"]["architecture"].get("num_local_experts") or 0
     ep, hsd = dist.expert_parallel_degree, dist.hybrid_shard_degree
@@ -405,49 +416,6 @@ def rows_fit_sequence(spec: Spec, plan: dict) -> List[dict]:
                         hint="raise max_seq_length, or add `accept_risks: [truncates-every-row]` to train on "
                              "truncated rows")
     return []
-
-
-RULES: List[Callable[[Spec, dict], List[dict]]] = [
-    bitsandbytes_needs_cuda,
-    precision_fits_hardware,
-    fsdp_rules,
-    kbit_preparation_fits_sharding,
-    smp_rules,
-    neuron_rules,
-    neuron_sft_config_takes_the_trainer_arguments,
-    random_init_rules,
-    device_map_rules,
-    single_process_gpus,
-    sequence_fits_model,
-    evaluation_has_data,
-    gated_model_needs_token,
-    kernels_fit_hardware,
-    gpus_within_hardware,
-    smp_tensor_parallel_divides_heads,
-    lora_rank_fits_model,
-    sagemaker_tags_allowed,
-    rows_fit_sequence,
-    backend_runs_plan,
-]
-
-
-def check_plan(spec: Spec, plan: dict) -> List[dict]:
-    """The plan's warnings; every rule's refusal is collected and raised together (the first with the
-    others), one per field: rules about the same field repeat one mistake."""
-    found: List[dict] = []
-    refusals: List[SpecError] = []
-    for rule in RULES:
-        try:
-            found.extend(rule(spec, plan))
-        except SpecError as error:
-            if not any(same_field(error.path, seen.path) for seen in refusals):
-                refusals.append(error)
-    if refusals:
-        first, *others = refusals
-        first.others = first.others + others
-        raise first
-    return found
-
 
 
 def device_map_weights_fit_share(plan: dict) -> None:

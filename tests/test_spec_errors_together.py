@@ -52,3 +52,24 @@ def test_refusals_of_independent_plan_rules_are_reported_together(tmp_path):
     errors = errors_of(done)
     assert set(errors) == {"training.precision", "method.lora.r"}, done.stderr
     assert "not available on a CPU" in errors["training.precision"][1]
+
+
+def test_mistakes_found_while_building_the_plan_are_reported_together(tmp_path):
+    """An unknown architecture (the model section), a missing data file (the data section) and a strategy
+    the backend cannot run (a check): three phases of building the plan, three located errors."""
+    text = DEFAULT.read_text(encoding="utf-8").replace("  architecture: smollm2-135m\n", "  architecture: smollm2-135mm\n")
+    text = text.replace('train: {path: "pkg://tunespec/tunespec/cli/defaults/data/viggo_train.csv"',
+                        'train: {path: "data/missing.csv"')
+    text = text.replace("\nbackend:\n", "\ndistribution:\n  strategy: smp\nbackend:\n")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    assert set(errors) == {"model.architecture", "data.train.path", "distribution.strategy"}, done.stderr
+    lines = text.splitlines()
+    for value, field in (("smollm2-135mm", "model.architecture"), ("data/missing.csv", "data.train.path"),
+                         ("strategy: smp", "distribution.strategy")):
+        assert value in lines[errors[field][0] - 1], (field, errors[field])
+    assert "unknown architecture" in errors["model.architecture"][1]
+    assert "no such file" in errors["data.train.path"][1]
+    assert "runs only in SageMaker training jobs" in errors["distribution.strategy"][1]
+    assert done.stderr.count("hint: ") == 3, done.stderr
