@@ -8,8 +8,13 @@ SUPPORTS = BackendSupport(strategies=("none", "ddp", "fsdp", "device_map"), devi
                           precisions=("fp32", "bf16", "fp16"))
 
 
+def refuse_run_dir_placeholders(plan: dict, backend: dict) -> None:
+    """`run_dir` names the run by `{name}` only (compiler/checks.py runs this with the other checks)."""
+    placeholders(backend["run_dir"], ("backend", "run_dir"), allowed=("name",))
+
+
 def compile_local(plan: dict, backend: dict) -> dict:
     """The plan's `backend` section for `type: local`: where the run folder is."""
-    placeholders(backend["run_dir"], ("backend", "run_dir"), allowed=("name",))
+    refuse_run_dir_placeholders(plan, backend)
     run_dir = backend["run_dir"].format(name=plan["spec"]["name"])
     return {"type": "local", "device": backend["device"], "run_dir": run_dir, "files": {}}

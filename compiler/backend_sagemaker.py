@@ -7,7 +7,7 @@ training image (sagemaker_image), inputs and uploads (sagemaker_inputs), names, 
 (sagemaker_requirements) and the requests themselves (sagemaker_requests). Every request is checked
 against the service model's limits (sagemaker_validate).
 """
-from typing import Optional
+from typing import List, Optional
 
 from ..schema.contract import (CHECKPOINT_DIR, MODEL_DIR, PLAN_FILE, PLAN_HYPERPARAMETER, TASK_HYPERPARAMETER,
                                canonical_json)
@@ -45,8 +45,7 @@ SPEC_PATHS = {
 def compile_sagemaker(plan: dict, backend: dict) -> dict:
     """The plan's `backend` section for a SageMaker training job (plus its follow-up merge job)."""
     distribution = sagemaker_distribution.distribution(plan, backend)
-    image = training_image_uri(backend["region"], backend["framework_version"], backend["py_version"],
-                               backend["instance_type"], smp="smdistributed" in distribution)
+    image = training_image(plan, backend)
     environment, apply_environment, warnings = sagemaker_secrets.environment(plan, backend)
     environment = warm_pool_environment(backend, environment)
     output_s3 = backend["output_s3"].rstrip("/")
@@ -56,7 +55,8 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     tags = sagemaker_jobs.tags(backend, plan, plan_hash)
     sourcedir_s3 = f"{output_s3}/{job_name}/source/sourcedir.tar.gz"
     checkpoint_s3 = sagemaker_jobs.checkpoint_uri(backend, output_s3, job_name)
-    _check_job_options(plan, backend, checkpoint_s3, warnings)
+    refuse_job_options(plan, backend)
+    warnings += _spot_warnings(plan, backend, checkpoint_s3)
 
     user_hps = {PLAN_HYPERPARAMETER: PLAN_FILE, TASK_HYPERPARAMETER: "train"}
     hyperparameters = {**user_hps, **sdk_hyperparameters(job_name, sourcedir_s3, backend["region"]),
@@ -101,9 +101,16 @@ def compile_sagemaker(plan: dict, backend: dict) -> dict:
     }
 
 
+def training_image(plan: dict, backend: dict) -> str:
+    """The job's training image: SMP v2's for `strategy: smp`, else the PyTorch framework image."""
+    return training_image_uri(backend["region"], backend["framework_version"], backend["py_version"],
+                              backend["instance_type"], smp=plan["parallel"]["strategy"] == "smp")
+
+
 # ---- job options ----------------------------------------------------------------------------------
 
-def _check_job_options(plan: dict, backend: dict, checkpoint_s3: Optional[str], warnings: list) -> None:
+def refuse_job_options(plan: dict, backend: dict) -> None:
+    """Spot options SageMaker refuses (compiler/checks.py runs this with the other checks)."""
     spot = backend.get("spot") or {}
     if not spot.get("enabled"):
         return
@@ -114,9 +121,16 @@ def _check_job_options(plan: dict, backend: dict, checkpoint_s3: Optional[str], 
     if backend.get("keep_alive_seconds"):
         raise SpecError("SageMaker warm pools (keep_alive_seconds) do not work with managed spot training",
                         ("backend", "keep_alive_seconds"), hint="set keep_alive_seconds: 0, or turn spot off")
+
+
+def _spot_warnings(plan: dict, backend: dict, checkpoint_s3: Optional[str]) -> List[dict]:
+    if not (backend.get("spot") or {}).get("enabled"):
+        return []
+    warnings = []
     if not plan["trainer"].get("save_steps"):
         warnings.append({"code": "sagemaker-spot-checkpoints", "message": (
             "spot training without training.checkpoint_every_steps: an interruption loses the epoch in progress")})
     if not backend.get("checkpoint_s3"):
         warnings.append({"code": "sagemaker-spot-checkpoint-s3", "message": (
             f"spot training checkpoints to {checkpoint_s3} (backend.checkpoint_s3 not given)")})
+    return warnings

@@ -46,7 +46,7 @@ def run_dir_of(plan: dict, shared_dir: str) -> str:
 
 def compile_slurm(plan: dict, backend: dict) -> dict:
     """The plan's `backend` section for `type: hyperpod-slurm`: the job chain and its sbatch scripts."""
-    _refuse_invalid(plan, backend)
+    refuse_unsafe_values(plan, backend)
     job = _JobWriter(plan, backend)
     chain: List[dict] = []
 
@@ -78,7 +78,9 @@ def compile_slurm(plan: dict, backend: dict) -> dict:
     }
 
 
-def _refuse_invalid(plan: dict, backend: dict) -> None:
+def refuse_unsafe_values(plan: dict, backend: dict) -> None:
+    """Values the scripts cannot hold safely (compiler/checks.py runs this with the other checks; the
+    compile runs it too, so that no caller gets a script from them)."""
     for path, (pattern, expected) in SLURM_VALUE_PATTERNS.items():
         value = backend
         for key in path[1:]:

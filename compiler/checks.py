@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 from ..schema import Spec
-from . import rules
+from . import backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_jobs, sagemaker_secrets
 from .errors import SpecError, same_field
 from .supports import backend_runs_plan
 
@@ -22,6 +22,19 @@ from .supports import backend_runs_plan
 class Check:
     rule: Callable[[Spec, dict], List[dict]]
     needs: Tuple[str, ...] = ()  # the plan sections the rule reads
+
+
+def backend_refusal(backend_type: str, refuse: Callable[[dict, dict], object]) -> Callable[[Spec, dict], List[dict]]:
+    """A backend's own refusal as a check, for specs on that backend. The backend's compile makes the same
+    call and keeps what it returns; the check only collects the refusal with the others (the compile
+    runs once every check has passed)."""
+    def rule(spec: Spec, plan: dict) -> List[dict]:
+        if spec.backend.type == backend_type:
+            refuse(plan, spec.backend.model_dump())
+        return []
+
+    rule.__name__ = refuse.__name__
+    return rule
 
 
 MODEL_AND_METHOD = [
@@ -57,9 +70,16 @@ BACKEND = [
     Check(rules.sagemaker_tags_allowed),
     # The backstop after the specific rules, which say more about the common cases.
     Check(backend_runs_plan, ("devices", "parallel", "precision")),
+    Check(backend_refusal("sagemaker", sagemaker_distribution.distribution), ("devices", "parallel")),
+    Check(backend_refusal("sagemaker", backend_sagemaker.training_image), ("parallel",)),
+    Check(backend_refusal("sagemaker", backend_sagemaker.refuse_job_options)),
+    Check(backend_refusal("sagemaker", sagemaker_jobs.refuse_reserved_tags)),
+    Check(backend_refusal("hyperpod-slurm", backend_slurm.refuse_unsafe_values)),
 ]
 OUTPUTS_AND_SECRETS = [
     Check(rules.gated_model_needs_token, ("model",)),
+    Check(backend_refusal("sagemaker", sagemaker_secrets.environment)),
+    Check(backend_refusal("local", backend_local.refuse_run_dir_placeholders)),
 ]
 GROUPS: Dict[str, List[Check]] = {
     "model and method": MODEL_AND_METHOD,

@@ -43,12 +43,17 @@ def checkpoint_uri(backend: dict, output_s3: str, first_job_name: str) -> Option
     return None
 
 
-def tags(backend: dict, plan: dict, digest: str) -> List[dict]:
-    own = {SPEC_TAG: plan["spec"]["name"], SPEC_HASH_TAG: plan["spec"]["hash"], PLAN_TAG: digest}
+def refuse_reserved_tags(plan: dict, backend: dict) -> None:
+    """A user tag may not take one of tunespec's own keys (compiler/checks.py runs this with the other checks)."""
     for key in backend.get("tags") or {}:
         if key.lower().startswith("tunespec:"):
             raise SpecError(f"tag `{key}` is reserved", ("backend", "tags", key),
                             hint="tunespec's own tags tell apply, status and cancel which spec and plan a job "
                                  "belongs to; choose another key")
+
+
+def tags(backend: dict, plan: dict, digest: str) -> List[dict]:
+    own = {SPEC_TAG: plan["spec"]["name"], SPEC_HASH_TAG: plan["spec"]["hash"], PLAN_TAG: digest}
+    refuse_reserved_tags(plan, backend)
     merged = {**own, **(backend.get("tags") or {})}
     return [{"Key": key, "Value": value} for key, value in sorted(merged.items())]

@@ -2,8 +2,8 @@
 of a plan that asks for more: what `plan` shows is what `apply` runs, so a setting no backend's runtime
 honours is refused at plan time, located at the spec field that asks for it.
 
-The rule runs after the specific rules (compiler/rules.py), which say more about the common cases; it is
-the backstop that keeps the declaration and the refusals one table.
+compiler/checks.py runs the rule after the specific rules (compiler/rules.py), which say more about the
+common cases; it is the backstop that keeps the declaration and the refusals one table.
 """
 from dataclasses import dataclass
 from typing import List, Tuple

@@ -73,3 +73,20 @@ def test_mistakes_found_while_building_the_plan_are_reported_together(tmp_path):
     assert "no such file" in errors["data.train.path"][1]
     assert "runs only in SageMaker training jobs" in errors["distribution.strategy"][1]
     assert done.stderr.count("hint: ") == 3, done.stderr
+
+
+def test_a_backends_refusals_are_reported_with_the_others(tmp_path):
+    """Seed 000 on SageMaker with four backend mistakes (an old framework image, spot with a warm pool, a
+    reserved tag, a token from this machine in the request): the SageMaker backend's own refusals."""
+    text = (REPO / "specs" / "mixtral-8x7b-viggo-qlora-fsdp.yaml").read_text(encoding="utf-8")
+    text = text.replace('  framework_version: "2.5.1"', '  framework_version: "2.2.0"')
+    text = text.replace("  keep_alive_seconds: 1800\n", "  keep_alive_seconds: 1800\n  spot: {enabled: true}\n"
+                                                         "  tags: {tunespec:spec: other}\n")
+    text = re.sub(r"  hf_token: \{secrets_manager_arn: .*\}", "  hf_token: {env: HF_TOKEN}", text)
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    assert set(errors) == {"backend.framework_version", "backend.keep_alive_seconds", "backend.tags.tunespec:spec",
+                           "secrets.hf_token"}, done.stderr
+    assert "too old" in errors["backend.framework_version"][1]
+    assert "reserved" in errors["backend.tags.tunespec:spec"][1]
