@@ -341,7 +341,9 @@ def test_trainium_chain_runs_in_order_with_neuron_settings(slurm_cluster, tmp_pa
     assert train["env"]["NEURON_EXTRACT_GRAPHS_ONLY"] == "0"
     for call in (compile_run, train):
         assert call["env"]["XLA_USE_BF16"] == "1"
-        assert call["env"]["NEURON_CC_FLAGS"] == f"--model-type=transformer --cache_dir={tmp_path}/fsx/tunespec/neuron-cache"
+        assert call["env"]["NEURON_CC_FLAGS"] == ("--model-type=transformer --distribution-strategy=llm-training "
+                                                  "--enable-saturate-infinity --target=trn1 "
+                                                  f"--cache_dir={tmp_path}/fsx/tunespec/neuron-cache")
         assert call["env"]["FI_PROVIDER"] == "efa"  # trn1.32xlarge has EFA
     for step in ("consolidate", "merge"):
         assert by_step[(step, "python")]["args"] == ["-m", "tunespec.runtime.train_neuron", step, "--plan", plan_json,
