@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Tuple
 
 from ..schema import Spec
 from . import backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_jobs, sagemaker_secrets
-from .errors import SpecError, same_field
+from .errors import SpecError, raise_together, same_field
 from .supports import backend_runs_plan
 
 
@@ -127,7 +127,4 @@ class Findings:
 
     def raise_refusals(self) -> None:
         """Raise every refusal found, the first with the others."""
-        if self.refusals:
-            first, *others = self.refusals
-            first.others = others
-            raise first
+        raise_together(self.refusals)

@@ -1,10 +1,11 @@
 """Errors a user can fix in their spec. Each carries where in the file the problem is."""
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple, TypeVar
 
 from .secret_scan import mask
 
 SpecPath = Tuple[object, ...]
+T = TypeVar("T")
 
 
 def same_field(path: SpecPath, other: SpecPath) -> bool:
@@ -60,3 +61,26 @@ def locate(error: SpecError, values: Dict[SpecPath, tuple], keys: Dict[SpecPath,
     error.file = error.file or file
     error.line, error.column = line, column
     return error
+
+
+def raise_together(refusals: Iterable[SpecError]) -> None:
+    """Raise the refusals (and their others) as one error, the first with the rest; nothing when none."""
+    errors = [each for error in refusals for each in (error, *error.others)]
+    if not errors:
+        return
+    for error in errors:
+        error.others = []
+    errors[0].others = errors[1:]
+    raise errors[0]
+
+
+def all_of(*steps: Callable[[], T]) -> List[T]:
+    """Every independent step's result; when some are refused, all their refusals raised together."""
+    results, refusals = [], []
+    for step in steps:
+        try:
+            results.append(step())
+        except SpecError as error:
+            refusals.append(error)
+    raise_together(refusals)
+    return results

@@ -7,7 +7,7 @@ from ..schema.host import Host, detect_host
 from ..schema.method import LoraSpec, QuantizationSpec
 from . import architecture, attention, budget, data_sources, instances, lora_targets, parameter_counts, rules, trainer_speed
 from .checks import Findings
-from .errors import SpecError
+from .errors import SpecError, all_of
 from .inference_placement import inference_section
 from .layout import LayoutChoices, batch, devices_of_backend, place
 from .spec_loader import LoadedSpec
@@ -37,12 +37,14 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
     lora = None
     if method.lora is not None or method.type != "full":
         spec_lora = method.lora or LoraSpec()
-        target_parameters = lora_targets.resolve_target_parameters(arch, spec_lora.model_dump(), method.type)
+        target_parameters, target_modules = all_of(
+            lambda: lora_targets.resolve_target_parameters(arch, spec_lora.model_dump(), method.type),
+            lambda: lora_targets.resolve_target_modules(arch, spec_lora.target_modules))
         lora = {
             "r": spec_lora.r,
             "alpha": spec_lora.alpha,
             "dropout": rules.lora_dropout(spec_lora.dropout, target_parameters),
-            "target_modules": lora_targets.resolve_target_modules(arch, spec_lora.target_modules),
+            "target_modules": target_modules,
             "target_parameters": target_parameters,
             "include_experts": bool(target_parameters),
             "bias": spec_lora.bias,
@@ -57,10 +59,11 @@ def _method_section(loaded: LoadedSpec, arch: dict) -> dict:
 def _data_section(loaded: LoadedSpec, cwd: Path) -> dict:
     data = loaded.spec.data
     base_dir = loaded.path.parent
+    # The templates first: reading the files' rows formats them.
     data_sources.validate_templates(data)
-    train = data_sources.describe_source(data.train, ("data", "train"), data, base_dir, cwd)
-    evaluation = (data_sources.describe_source(data.eval, ("data", "eval"), data, base_dir, cwd)
-                  if data.eval else None)
+    train, evaluation = all_of(
+        lambda: data_sources.describe_source(data.train, ("data", "train"), data, base_dir, cwd),
+        lambda: data_sources.describe_source(data.eval, ("data", "eval"), data, base_dir, cwd) if data.eval else None)
     rows = data.num_examples or (train.get("stats") or {}).get("rows")
     return {
         "train": train,

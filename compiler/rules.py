@@ -12,7 +12,7 @@ from ..schema.neuron_sft_config import OPTIMUM_NEURON_VERSION, unaccepted
 from ..schema.trainer_arguments import trainer_arguments
 from . import catalog, instances
 from .data_sources import CHARS_PER_TOKEN
-from .errors import SpecError, SpecPath
+from .errors import SpecError, SpecPath, raise_together
 from .precision import emulated_bf16
 
 BNB_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
@@ -79,17 +79,20 @@ def bitsandbytes_needs_cuda(spec: Spec, plan: dict) -> List[dict]:
 def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
     devices, precision = plan["devices"], plan["precision"]["resolved"]
     if devices["kind"] == "cpu":
+        refusals = []
         if precision in ("fp16", "fp8"):
-            raise SpecError(f"`{precision}` training is not available on a CPU", ("training", "precision"),
-                            hint="use `auto` (bf16 where the CPU has it, else fp32) on a CPU")
+            refusals.append(SpecError(f"`{precision}` training is not available on a CPU", ("training", "precision"),
+                                      hint="use `auto` (bf16 where the CPU has it, else fp32) on a CPU"))
         if spec.training.liger_kernels:
-            raise SpecError("Liger kernels are Triton/CUDA kernels; this plan runs on a CPU",
-                            ("training", "liger_kernels"), hint="set `liger_kernels: false`")
+            refusals.append(SpecError("Liger kernels are Triton/CUDA kernels; this plan runs on a CPU",
+                                      ("training", "liger_kernels"), hint="set `liger_kernels: false`"))
         if spec.model.attn_implementation == "flash_attention_2":
-            raise SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"), hint="use `sdpa`")
+            refusals.append(SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"),
+                                      hint="use `sdpa`"))
         if spec.model.attn_implementation == "flex_attention":
-            raise SpecError("flex attention has no backward pass on a CPU (torch raises NotImplementedError)",
-                            ("model", "attn_implementation"), hint="use `sdpa` (or `auto`)")
+            refusals.append(SpecError("flex attention has no backward pass on a CPU (torch raises NotImplementedError)",
+                                      ("model", "attn_implementation"), hint="use `sdpa` (or `auto`)"))
+        raise_together(refusals)
         if emulated_bf16(plan) and not plan["precision"]["allow_emulated_bf16"]:
             return [warning("bf16-emulated-on-cpu",
                             f"this CPU ({devices['cpu']['capability']}) has no native bf16: bf16 training is "
@@ -252,10 +255,7 @@ def neuron_sft_config_takes_the_trainer_arguments(spec: Spec, plan: dict) -> Lis
         refusals.append(SpecError(f"optimum-neuron {OPTIMUM_NEURON_VERSION}'s NeuronSFTConfig (seed 003's Trainium "
                                   f"trainer) has no `{key}`: the plan's `{key}: {json.dumps(arguments[key])}` would not "
                                   "reach the trainer", path, hint=hint))
-    if refusals:
-        first, *others = refusals
-        first.others = first.others + others
-        raise first
+    raise_together(refusals)
     return []
 
 
@@ -336,21 +336,22 @@ def kernels_fit_hardware(spec: Spec, plan: dict) -> List[dict]:
         return []
     hw = instances.lookup_instance(devices["hardware"], ("backend",))
     name = f"{hw.get('accelerator_name') or hw['accelerator']} ({devices['hardware']})"
+    refusals = []
     if devices["kind"] == "trainium":
         if spec.training.liger_kernels:
-            raise SpecError(f"Liger kernels are Triton/CUDA kernels; {name} runs Neuron", ("training", "liger_kernels"),
-                            hint="set `liger_kernels: false`")
+            refusals.append(SpecError(f"Liger kernels are Triton/CUDA kernels; {name} runs Neuron",
+                                      ("training", "liger_kernels"), hint="set `liger_kernels: false`"))
         if spec.training.tf32:
-            raise SpecError(f"TF32 is a mode of NVIDIA tensor cores; {name} has none", ("training", "tf32"),
-                            hint="set `tf32: false`")
-        return []
-    if not ampere_or_newer(hw):
+            refusals.append(SpecError(f"TF32 is a mode of NVIDIA tensor cores; {name} has none", ("training", "tf32"),
+                                      hint="set `tf32: false`"))
+    elif not ampere_or_newer(hw):
         if spec.training.tf32:
-            raise SpecError(f"{name} has no TF32 (it needs an Ampere or newer GPU)", ("training", "tf32"),
-                            hint="set `tf32: false`, or use A10G/A100/H100 instances")
+            refusals.append(SpecError(f"{name} has no TF32 (it needs an Ampere or newer GPU)", ("training", "tf32"),
+                                      hint="set `tf32: false`, or use A10G/A100/H100 instances"))
         if spec.model.attn_implementation == "flash_attention_2":
-            raise SpecError(f"flash-attention 2 needs an Ampere or newer GPU; {name} is older",
-                            ("model", "attn_implementation"), hint="use `sdpa`")
+            refusals.append(SpecError(f"flash-attention 2 needs an Ampere or newer GPU; {name} is older",
+                                      ("model", "attn_implementation"), hint="use `sdpa`"))
+    raise_together(refusals)
     return []
 
 

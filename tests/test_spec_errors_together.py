@@ -90,3 +90,25 @@ def test_a_backends_refusals_are_reported_with_the_others(tmp_path):
                            "secrets.hf_token"}, done.stderr
     assert "too old" in errors["backend.framework_version"][1]
     assert "reserved" in errors["backend.tags.tunespec:spec"][1]
+
+
+def test_one_rules_refusals_of_several_fields_are_reported_together(tmp_path):
+    """GPU settings on the CPU: the precision, the Liger kernels, the attention kernel and TF32."""
+    text = DEFAULT.read_text(encoding="utf-8").replace("  precision: auto ", "  precision: fp16 ")
+    text = text.replace("  seed: 42\n", "  seed: 42\n  liger_kernels: true\n  tf32: true\n")
+    text = text.replace("  offline: true\n", "  offline: true\n  attn_implementation: flash_attention_2\n")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert set(errors_of(done)) == {"training.precision", "training.liger_kernels", "model.attn_implementation",
+                                    "training.tf32"}, done.stderr
+
+
+def test_independent_parts_of_one_section_are_reported_together(tmp_path):
+    """Both data files missing, and two adapter settings the model cannot take."""
+    text = DEFAULT.read_text(encoding="utf-8").replace("pkg://tunespec/tunespec/cli/defaults/data/", "data/")
+    text = text.replace("target_modules: all-linear}", "target_modules: [q_proj, qkv_proj], include_experts: true}")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    assert set(errors) == {"data.train.path", "data.eval.path", "method.lora.target_modules",
+                           "method.lora.include_experts"}, done.stderr
