@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 from ..schema import Spec
-from . import backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_jobs, sagemaker_secrets
+from . import (backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_jobs,
+               sagemaker_secrets)
 from .errors import SpecError, raise_together, same_field
 from .supports import backend_runs_plan
 
@@ -33,7 +34,6 @@ def backend_refusal(backend_type: str, refuse: Callable[[dict, dict], object]) -
             refuse(plan, spec.backend.model_dump())
         return []
 
-    rule.__name__ = refuse.__name__
     return rule
 
 

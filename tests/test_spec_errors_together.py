@@ -1,10 +1,12 @@
 """A spec's independent mistakes are reported together, each located, from one `tunespec validate`;
 a mistake's consequences (a misspelt key is also a missing one) are not reported again."""
+import inspect
 import re
 import subprocess
 import sys
 
 from conftest import REPO
+from tunespec.compiler import checks, rules
 
 DEFAULT = REPO / "cli" / "defaults" / "smollm2-viggo-lora.yaml"
 ERROR_LINE = re.compile(r"^spec\.yaml:(?P<line>\d+):(?P<column>\d+): error: (?P<field>\S+): (?P<message>.+)$")
@@ -112,3 +114,11 @@ def test_independent_parts_of_one_section_are_reported_together(tmp_path):
     errors = errors_of(done)
     assert set(errors) == {"data.train.path", "data.eval.path", "method.lora.target_modules",
                            "method.lora.include_experts"}, done.stderr
+
+
+def test_every_rule_is_in_a_group_of_checks():
+    walked = [check.rule for group in checks.GROUPS.values() for check in group]
+    rule_functions = [function for _, function in inspect.getmembers(rules, inspect.isfunction)
+                      if function.__module__ == rules.__name__
+                      and list(inspect.signature(function).parameters) == ["spec", "plan"]]
+    assert rule_functions and not [function.__name__ for function in rule_functions if function not in walked]
