@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Tuple
 
 from ..schema import Spec
-from . import (backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_jobs,
-               sagemaker_secrets)
+from . import (backend_local, backend_sagemaker, backend_slurm, rules, sagemaker_distribution, sagemaker_inputs,
+               sagemaker_jobs, sagemaker_secrets)
 from .errors import SpecError, raise_together, same_field
 from .supports import backend_runs_plan
 
@@ -74,6 +74,7 @@ BACKEND = [
     Check(backend_refusal("sagemaker", backend_sagemaker.training_image), ("parallel",)),
     Check(backend_refusal("sagemaker", backend_sagemaker.refuse_job_options)),
     Check(backend_refusal("sagemaker", sagemaker_jobs.refuse_reserved_tags)),
+    Check(backend_refusal("sagemaker", sagemaker_inputs.refuse_local_folders), ("data", "model")),
     Check(backend_refusal("hyperpod-slurm", backend_slurm.refuse_unsafe_values)),
 ]
 OUTPUTS_AND_SECRETS = [

@@ -5,7 +5,7 @@ says which spec field the broken value came from.
 from typing import Dict, Optional
 
 from ..schema.sagemaker_api import RequestPath, problems
-from .errors import SpecError, SpecPath
+from .errors import SpecError, SpecPath, raise_together
 
 
 def spec_path_for(request_path: RequestPath, spec_paths: Dict[RequestPath, SpecPath]) -> SpecPath:
@@ -24,7 +24,4 @@ def check(request: dict, spec_paths: Dict[RequestPath, SpecPath], operation: str
                         spec_path_for(request_path, spec_paths),
                         hint="the limits are SageMaker's own (its API model); change the spec so the request fits them")
               for request_path, message in problems(request, operation)]
-    if errors:
-        first, *others = errors
-        first.others = others
-        raise first
+    raise_together(errors)

@@ -358,3 +358,15 @@ def test_compiling_imports_no_aws_library():
     code = ("import sys; from tunespec.compiler import backend_sagemaker, sagemaker_validate; from tunespec.schema import sagemaker_api; "
             "sys.exit(' '.join(m for m in ('boto3', 'botocore', 'sagemaker') if m in sys.modules) or None)")
     assert subprocess.run([sys.executable, "-c", code], cwd="/").returncode == 0
+
+
+def test_a_local_model_folder_is_refused_with_the_other_mistakes(tmp_path, monkeypatch):
+    # SageMaker gets local inputs file by file: a model folder is refused at plan time, with the spot option.
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(
+        {"model_type": "llama", "num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4,
+         "vocab_size": 1000, "intermediate_size": 128}))
+    error = compile_error(tmp_path, monkeypatch, model={"source": "./model"},
+                          backend={"spot": {"enabled": True}, "keep_alive_seconds": 600})
+    assert [e.path for e in (error, *error.others)] == [("backend", "keep_alive_seconds"), ("model", "source")]
+    assert "uploaded file by file" in error.others[0].message
