@@ -67,12 +67,15 @@ def bitsandbytes_needs_cuda(spec: Spec, plan: dict) -> List[dict]:
     if kind == "cuda":
         return []
     where = "Trainium" if kind == "trainium" else "a CPU"
+    refusals = []
     if spec.method.type == "qlora":
-        raise SpecError(f"QLoRA's 4-bit weights (bitsandbytes) need CUDA GPUs; this plan runs on {where}",
-                        ("method", "type"), hint="use `type: lora` here, or run on a GPU instance")
+        refusals.append(SpecError(f"QLoRA's 4-bit weights (bitsandbytes) need CUDA GPUs; this plan runs on {where}",
+                                  ("method", "type"), hint="use `type: lora` here, or run on a GPU instance"))
     if spec.training.optimizer in BNB_OPTIMIZERS:
-        raise SpecError(f"the `{spec.training.optimizer}` optimizer comes from bitsandbytes and needs CUDA GPUs; "
-                        f"this plan runs on {where}", ("training", "optimizer"), hint="use `adamw_torch`")
+        refusals.append(SpecError(f"the `{spec.training.optimizer}` optimizer comes from bitsandbytes and needs "
+                                  f"CUDA GPUs; this plan runs on {where}", ("training", "optimizer"),
+                                  hint="use `adamw_torch`"))
+    raise_together(refusals)
     return []
 
 
@@ -121,10 +124,10 @@ def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
     dist = spec.distribution
     if dist.strategy not in ("fsdp", "ddp"):
         return []
-    out = []
+    out, refusals = [], []
     if plan["devices"]["kind"] == "trainium":
-        raise SpecError(f"{dist.strategy} is for GPUs; Trainium runs use `strategy: neuron`",
-                        ("distribution", "strategy"), hint="set `distribution.strategy: neuron`")
+        refusals.append(SpecError(f"{dist.strategy} is for GPUs; Trainium runs use `strategy: neuron`",
+                                  ("distribution", "strategy"), hint="set `distribution.strategy: neuron`"))
     if plan["parallel"]["world_size"] == 1:
         out.append(warning("single-process-distribution",
                            f"`{dist.strategy}` over a single process shards and synchronises nothing"))
@@ -133,20 +136,22 @@ def fsdp_rules(spec: Spec, plan: dict) -> List[dict]:
         storage = quant.storage_dtype if quant else "uint8"
         compute = quant.compute_dtype if quant else "bf16"
         if storage != compute:
-            raise SpecError(
+            refusals.append(SpecError(
                 f"FSDP shards QLoRA's packed 4-bit weights only when their storage dtype equals the compute "
                 f"dtype; storage is {storage}, compute is {compute}",
                 ("method", "quantization", "storage_dtype"),
                 hint=f"set `storage_dtype: {compute}`",
-            )
+            ))
         if (quant is None or quant.bits == 4) and plan["model"]["architecture"].get("num_local_experts"):
             if dist.cpu_ram_efficient_loading:
                 # Seen on 2 x H200: the other ranks' NF4 experts and their adapters stay on the meta device,
                 # which FSDP refuses at the first step (runtime/moe_quantization.py builds them on load).
-                raise SpecError("FSDP cannot load NF4 MoE experts on rank 0 only: the other ranks' experts stay "
-                                "on the meta device", ("distribution", "cpu_ram_efficient_loading"),
-                                hint="set `cpu_ram_efficient_loading: false` (every rank loads and quantizes; "
-                                     "the plan counts that load-time peak)")
+                refusals.append(SpecError("FSDP cannot load NF4 MoE experts on rank 0 only: the other ranks' "
+                                          "experts stay on the meta device",
+                                          ("distribution", "cpu_ram_efficient_loading"),
+                                          hint="set `cpu_ram_efficient_loading: false` (every rank loads and "
+                                               "quantizes; the plan counts that load-time peak)"))
+    raise_together(refusals)
     return out
 
 
@@ -174,39 +179,46 @@ def smp_rules(spec: Spec, plan: dict) -> List[dict]:
     world = plan["parallel"]["world_size"]
     experts = plan["model"]["architecture"].get("num_local_experts") or 0
     ep, hsd = dist.expert_parallel_degree, dist.hybrid_shard_degree
+    refusals = []
     if ep > 1:
         if not experts:
-            raise SpecError(f"expert parallelism needs a mixture-of-experts model; "
-                            f"{plan['model']['architecture']['name']} has no experts",
-                            ("distribution", "expert_parallel_degree"), hint="set `expert_parallel_degree: 1`")
-        if experts % ep:
-            raise SpecError(f"expert_parallel_degree {ep} does not divide the model's {experts} experts",
-                            ("distribution", "expert_parallel_degree"),
-                            hint="use a divisor of " + str(experts) + ": " +
-                            ", ".join(str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0))
-        if world % ep:
+            refusals.append(SpecError(f"expert parallelism needs a mixture-of-experts model; "
+                                      f"{plan['model']['architecture']['name']} has no experts",
+                                      ("distribution", "expert_parallel_degree"),
+                                      hint="set `expert_parallel_degree: 1`"))
+        elif experts % ep:
+            refusals.append(SpecError(f"expert_parallel_degree {ep} does not divide the model's {experts} experts",
+                                      ("distribution", "expert_parallel_degree"),
+                                      hint=f"use a divisor of {experts}: " + ", ".join(
+                                          str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0)))
+        elif world % ep:
             fits = [str(d) for d in range(1, experts + 1) if experts % d == 0 and world % d == 0]
-            raise SpecError(f"expert_parallel_degree {ep} does not divide the world size {world}",
-                            ("distribution", "expert_parallel_degree"),
-                            hint=f"use one of {', '.join(fits)} (divides both the {experts} experts and the "
-                                 f"world size), or more devices")
-    if hsd and hsd * ep > world:
-        raise SpecError(f"hybrid_shard_degree × expert_parallel_degree = {hsd} × {ep} = {hsd * ep} exceeds the "
-                        f"world size {world}", ("distribution", "hybrid_shard_degree"),
-                        hint=f"use hybrid_shard_degree ≤ {world // ep}")
-    if hsd and (world // ep) % hsd:
-        raise SpecError(f"hybrid_shard_degree {hsd} does not divide world size / expert_parallel_degree = {world // ep}",
-                        ("distribution", "hybrid_shard_degree"), hint="use a divisor of " + str(world // ep))
+            refusals.append(SpecError(f"expert_parallel_degree {ep} does not divide the world size {world}",
+                                      ("distribution", "expert_parallel_degree"),
+                                      hint=f"use one of {', '.join(fits)} (divides both the {experts} experts and "
+                                           f"the world size), or more devices"))
+    # The hybrid shard degree is checked against a valid expert parallel degree only.
+    if hsd and not refusals and hsd * ep > world:
+        refusals.append(SpecError(f"hybrid_shard_degree × expert_parallel_degree = {hsd} × {ep} = {hsd * ep} exceeds "
+                                  f"the world size {world}", ("distribution", "hybrid_shard_degree"),
+                                  hint=f"use hybrid_shard_degree ≤ {world // ep}"))
+    elif hsd and not refusals and (world // ep) % hsd:
+        refusals.append(SpecError(f"hybrid_shard_degree {hsd} does not divide world size / expert_parallel_degree = "
+                                  f"{world // ep}", ("distribution", "hybrid_shard_degree"),
+                                  hint="use a divisor of " + str(world // ep)))
     if world % dist.tensor_parallel_degree:
-        raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the world size {world}",
-                        ("distribution", "tensor_parallel_degree"))
+        refusals.append(SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the world "
+                                  f"size {world}", ("distribution", "tensor_parallel_degree")))
     if spec.method.type != "full":
         # SMP v2 documents fine-tuning of whole models only (delayed parameter initialisation), no PEFT path;
         # runtime/smp.py hands the Trainer a model already transformed and FSDP-wrapped, where adapters
         # added afterwards would be neither sharded nor SMP's own tensor/expert-parallel layers.
-        raise SpecError(f"SMP v2 trains whole models: `method.type: {spec.method.type}` adapters cannot be added "
-                        "to the model torch.sagemaker.transform and FSDP have already wrapped", ("method", "type"),
-                        hint="use `method.type: full` with `strategy: smp`, or `strategy: fsdp` for adapters")
+        refusals.append(SpecError(f"SMP v2 trains whole models: `method.type: {spec.method.type}` adapters cannot be "
+                                  "added to the model torch.sagemaker.transform and FSDP have already wrapped",
+                                  ("method", "type"),
+                                  hint="use `method.type: full` with `strategy: smp`, or `strategy: fsdp` for "
+                                       "adapters"))
+    raise_together(refusals)
     return []
 
 
@@ -223,18 +235,20 @@ def neuron_rules(spec: Spec, plan: dict) -> List[dict]:
         return []
     cores = devices["per_node"]
     tp = dist.tensor_parallel_degree * dist.pipeline_parallel_degree
+    refusals = []
     if cores % tp:
         divisors = [d for d in (1, 2, 4, 8, 16, 32) if cores % d == 0]
-        raise SpecError(f"tensor_parallel_degree × pipeline_parallel_degree = {tp} does not divide the "
-                        f"{cores} NeuronCores of a node", ("distribution", "tensor_parallel_degree"),
-                        hint="use one of " + ", ".join(map(str, divisors)))
-    if dist.tensor_parallel_degree > 1 and (plan["model"]["architecture"]["num_attention_heads"] %
-                                            dist.tensor_parallel_degree):
-        raise SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the model's "
-                        f"attention heads", ("distribution", "tensor_parallel_degree"))
+        refusals.append(SpecError(f"tensor_parallel_degree × pipeline_parallel_degree = {tp} does not divide the "
+                                  f"{cores} NeuronCores of a node", ("distribution", "tensor_parallel_degree"),
+                                  hint="use one of " + ", ".join(map(str, divisors))))
+    elif dist.tensor_parallel_degree > 1 and (plan["model"]["architecture"]["num_attention_heads"] %
+                                              dist.tensor_parallel_degree):
+        refusals.append(SpecError(f"tensor_parallel_degree {dist.tensor_parallel_degree} does not divide the model's "
+                                  f"attention heads", ("distribution", "tensor_parallel_degree")))
     if spec.model.attn_implementation in ("flash_attention_2", "flex_attention"):
-        raise SpecError(f"{spec.model.attn_implementation} is a CUDA kernel", ("model", "attn_implementation"),
-                        hint="use `sdpa`")
+        refusals.append(SpecError(f"{spec.model.attn_implementation} is a CUDA kernel",
+                                  ("model", "attn_implementation"), hint="use `sdpa`"))
+    raise_together(refusals)
     return []
 
 

@@ -122,3 +122,16 @@ def test_every_rule_is_in_a_group_of_checks():
                       if function.__module__ == rules.__name__
                       and list(inspect.signature(function).parameters) == ["spec", "plan"]]
     assert rule_functions and not [function.__name__ for function in rule_functions if function not in walked]
+
+
+def test_a_layouts_refusals_of_several_fields_are_reported_together(tmp_path):
+    """Seed 001 under SMP with an expert parallel degree that does not divide the 8 experts and a tensor
+    parallel degree that does not divide the 16 GPUs; the hybrid shard degree, checked against a valid
+    expert parallel degree only, is not a third mistake."""
+    text = (REPO / "specs" / "mixtral-8x7b-sst2-smp-expert-parallel.yaml").read_text(encoding="utf-8")
+    text = text.replace("  expert_parallel_degree: 2\n", "  expert_parallel_degree: 3\n  tensor_parallel_degree: 3\n")
+    done = validate(tmp_path, text)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    errors = errors_of(done)
+    assert set(errors) == {"distribution.expert_parallel_degree", "distribution.tensor_parallel_degree"}, done.stderr
+    assert "8 experts" in errors["distribution.expert_parallel_degree"][1]
