@@ -1,6 +1,5 @@
 """What `apply`, `status` and `cancel` act on: a spec (compiled now), a saved plan folder, a run folder,
 or the embedded default; and the folder of a local run (`--run-dir`, the run folder given, or the plan's)."""
-import json
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from ..compiler.plan import build_plan
 from ..compiler.render import write_plan_folder
 from ..runtime.run_layout import is_run_dir
 from ..schema.contract import PLAN_FILE
+from ..schema.plan import PlanFormatError, read_plan
 from .loading import load_spec_argument
 
 DEFAULT_SPEC = "smollm2-viggo-lora.yaml"
@@ -42,7 +42,11 @@ def load_target(target: Optional[str], run_dir: Optional[str] = None) -> Target:
         if not plan_file.is_file():
             raise SpecError(f"{target} is a folder without {PLAN_FILE}", (), file=target,
                             hint="give a spec file, a folder written by `tunespec plan -o`, or a run folder")
-        plan = json.loads(plan_file.read_text())
+        try:
+            plan = read_plan(plan_file)
+        except PlanFormatError as error:
+            raise SpecError(str(error), (), file=str(plan_file),
+                            hint="compile it again with this tunespec: `tunespec plan SPEC -o FOLDER`") from None
         if is_run_dir(folder):
             if run_dir and Path(run_dir) != folder:
                 raise CommandLineError(f"{target} is a run folder and --run-dir {run_dir} names another: give one")

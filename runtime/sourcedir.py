@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..schema import contract
+from ..schema.plan import PlanFormatError, read_plan
 from .package_wheel import tunespec_wheel
 
 ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): it installs the tunespec wheel beside it
@@ -155,7 +156,10 @@ def container_main(argv: List[str], code_dir: Path) -> int:
     print(f"tunespec {contract.VERSION} from {Path(__file__).resolve().parents[1]}", flush=True)
     task = arguments.get(contract.TASK_HYPERPARAMETER, "train")
     plan_file = code_dir / arguments.get(contract.PLAN_HYPERPARAMETER, contract.PLAN_FILE)
-    plan = container_plan(json.loads(plan_file.read_text()), task)
+    try:
+        plan = container_plan(read_plan(plan_file), task)
+    except PlanFormatError as error:
+        raise SystemExit(f"tunespec: {error}") from None
     backend = plan["backend"]
     resolve_secrets()
     model_dir = Path(backend["container"]["model_dir"])

@@ -10,7 +10,6 @@ Exit codes: 0 done, 3 bad data, 4 model cannot be loaded, 5 out of memory, 6 pla
 """
 import argparse
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -21,6 +20,7 @@ from .progress import LOADING, READING_DATA, SAVING, WRITING, ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
 from ..schema.kernels import missing_kernels
+from ..schema.plan import PlanFormatError, read_plan
 from ..schema.trainer_arguments import trainer_arguments
 from .train_env import prepare_environment
 
@@ -185,7 +185,11 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     started = time.time()
-    plan = json.loads(args.plan.read_text())
+    try:
+        plan = read_plan(args.plan)
+    except PlanFormatError as error:
+        print(f"tunespec: {error}; compile it again with `tunespec plan`", file=sys.stderr)
+        return EXIT_PLAN
     run_dir = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)

@@ -20,14 +20,17 @@ Sub-dicts that mirror a spec section reuse the spec's model (tracking, outputs, 
 distribution settings); AWS request bodies are typed by the AWS API they are sent to and
 kept as JSON objects here.
 """
+import json
+from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from .data import DataFormat
 from .distribution import Distribution
 from .common import Dtype
 from .run import OutputsSpec, SecretsSpec, TrackingSpec
+from .contract import VERSION
 from .sagemaker_api import problems
 
 PLAN_FORMAT = "tunespec-plan/v1"
@@ -569,3 +572,22 @@ def execution_fields() -> Tuple[str, ...]:
     """The plan's top-level sections `apply` runs."""
     review = review_only_fields()
     return tuple(name for name in Plan.model_fields if name not in review)
+
+
+class PlanFormatError(ValueError):
+    """A plan.json this tunespec cannot run: another version's, or one edited by hand."""
+
+
+def read_plan(path: Path) -> dict:
+    """plan.json as everything that runs a plan reads it, checked against the model first: a plan this
+    tunespec did not write is refused before anything runs, naming the first field that differs."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        Plan.model_validate_json(text)
+    except ValidationError as error:
+        problems_found = error.errors(include_url=False, include_input=False)
+        first = problems_found[0]
+        more = f" (and {len(problems_found) - 1} more)" if len(problems_found) > 1 else ""
+        raise PlanFormatError(f"{path} is not a {PLAN_FORMAT} plan tunespec {VERSION} can run: "
+                              f"{'.'.join(map(str, first['loc']))}: {first['msg']}{more}") from None
+    return json.loads(text)

@@ -196,3 +196,23 @@ def test_python_dash_m_tunespec_is_the_cli():
     done = subprocess.run([sys.executable, "-m", "tunespec", "validate", DEFAULT], cwd=REPO, capture_output=True,
                           text=True, env={"COLUMNS": "200", "PATH": "/usr/bin:/bin", "ATEN_CPU_CAPABILITY": "avx2"})
     assert done.returncode == 0 and done.stdout.strip().endswith(": ok"), done.stdout + done.stderr
+
+
+def test_a_plan_folder_this_tunespec_did_not_write_is_refused_before_anything_runs(tmp_path):
+    """An older tunespec's plan (here: without the inference section), or one edited by hand, is checked
+    against the plan model where it is read: the CLI says which field, exit 2; the trainer exits 6."""
+    folder = tmp_path / "old-plan"
+    done = tunespec("plan", DEFAULT, "-o", str(folder))
+    assert done.returncode == 0, done.stderr
+    plan = json.loads((folder / "plan.json").read_text())
+    del plan["inference"]
+    (folder / "plan.json").write_text(json.dumps(plan))
+    refused = tunespec("apply", str(folder), "--run-dir", str(tmp_path / "run"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "plan.json is not a tunespec-plan/v1 plan tunespec" in refused.stderr and "inference" in refused.stderr
+    assert "tunespec plan SPEC -o FOLDER" in refused.stderr
+    assert not (tmp_path / "run").exists()
+    trainer = subprocess.run([sys.executable, "-m", "tunespec.runtime.train", "--plan", str(folder / "plan.json"),
+                              "--run-dir", str(tmp_path / "run")], capture_output=True, text=True)
+    assert trainer.returncode == 6 and "inference: Field required" in trainer.stderr
+    assert "Traceback" not in trainer.stderr

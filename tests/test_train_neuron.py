@@ -62,15 +62,39 @@ def test_trainium_entry_loads_through_the_shared_model_loading_and_lora_config(t
     assert record["warmup_ratio"] == plan["trainer"]["warmup_ratio"]
 
 
+OLDER_OPTIMUM_NEURON = """\
+import dataclasses
+
+import optimum.neuron
+from trl import SFTConfig
+
+
+@dataclasses.dataclass
+class NeuronSFTConfig(SFTConfig):  # an optimum-neuron whose config lacks max_seq_length
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    warmup_ratio: float = 0.0
+
+
+optimum.neuron.NeuronSFTConfig = NeuronSFTConfig
+"""
+
+
 def test_a_trainer_argument_this_optimum_neuron_lacks_stops_the_entry(tmp_path, repo_cwd):
+    """The plan is right for the optimum-neuron it was compiled for; another installed version that lacks
+    one of its arguments stops the entry with one line instead of dropping the argument."""
     plan = seed_003_plan(tmp_path)
-    plan["trainer"]["group_by_length"] = True  # in 0.1.0's TrainingArguments, gone from the double's transformers 5
     (tmp_path / "plan.json").write_text(canonical_json(plan))
+    older = tmp_path / "older-optimum-neuron"
+    older.mkdir()
+    (older / "sitecustomize.py").write_text(OLDER_OPTIMUM_NEURON)
+    env = entry_environment(tmp_path)
+    env["PYTHONPATH"] = os.pathsep.join([str(older), env["PYTHONPATH"]])
     done = subprocess.run([sys.executable, "-m", "tunespec.runtime.train_neuron", "train", "--plan",
                            str(tmp_path / "plan.json"), "--run-dir", str(tmp_path / "run")], cwd=repo_cwd,
-                          env=entry_environment(tmp_path), capture_output=True, text=True, timeout=600)
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert "NeuronSFTConfig has no group_by_length; tunespec plans for optimum-neuron 0.1.0" in done.stderr
+    assert "NeuronSFTConfig has no max_seq_length; tunespec plans for optimum-neuron 0.1.0" in done.stderr
 
 
 def test_each_process_loads_the_model_lazily_for_its_tensor_parallel_shard(tmp_path, repo_cwd):
