@@ -131,6 +131,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     if checkpoint:
         logger.info("resuming from %s", checkpoint)
     config = trainer_config(plan, run_dir, eval_set is not None, checkpoint is not None)
+    # Back to this phase for the weights themselves (the first part resolved the files and the tokenizer):
+    # on large models this is the long part, and the view would otherwise count it as reading the data.
+    progress.emit("phase", name=LOADING)
     model = smp.load_model(plan, path) if _uses_smp(plan) else model_loading.load_model(plan, path)
     logger.info("attention kernel: %s", model.config._attn_implementation)
     placed = placement(model)

@@ -237,7 +237,8 @@ def test_cancel_stops_the_trainer_and_apply_says_so(run):
 
 def test_progress_names_each_phase(run):
     phases = [e["name"] for e in run["killed_session"] if e["event"] == "phase"]
-    assert phases[:1] == ["loading the model"] and "reading the data" in phases
+    # the files and tokenizer, the data, then the weights (the long part on large models) under their own name
+    assert phases[:3] == ["loading the model", "reading the data", "loading the model"]
     evaluation = [e for e in run["killed_session"] if e["event"] == "eval_progress"]
     assert evaluation[0]["step"] == 0 and evaluation[-1]["done"] == evaluation[-1]["total"] == 4  # 16 rows / 4
     after = [e["name"] for e in run["resumed_session"] if e["event"] == "phase"]
