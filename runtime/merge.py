@@ -13,7 +13,7 @@ from . import model_loading
 from .generate import BaseAndTuned, compare
 from .progress import GENERATING_SAMPLES, MERGING, ProgressWriter
 from .run_layout import ADAPTER, MERGED, SAMPLES
-from ..schema.plan import PlanFormatError, read_plan
+from ..schema.plan import read_plan_to_run
 
 logger = logging.getLogger("tunespec.train")
 SAMPLE_MAX_NEW_TOKENS = 128
@@ -70,11 +70,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    try:
-        plan = read_plan(args.plan)
-    except PlanFormatError as error:
-        raise SystemExit(f"tunespec: {error}; compile it again with `tunespec plan`") from None
-    finish_outputs(plan, args.run_dir)
+    finish_outputs(read_plan_to_run(args.plan), args.run_dir)
     return 0
 
 

@@ -9,7 +9,6 @@ same wheel and the same source archive.
 import base64
 import hashlib
 import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -20,8 +19,8 @@ from typing import Iterable, Tuple
 
 DISTRIBUTION = "tunespec"
 # 1980-01-01, the earliest time a zip entry can hold: the wheel's bytes then depend on its files only.
-FIXED_EPOCH = 315532800
-# Files a wheel never ships: the installer's own bookkeeping and byte-code caches.
+FIXED_TIME = (1980, 1, 1, 0, 0, 0)
+# The installer's bookkeeping in .dist-info, never shipped; RECORD is written anew for the entries packed.
 INSTALL_ONLY = ("INSTALLER", "REQUESTED", "direct_url.json", "RECORD")
 
 
@@ -51,7 +50,7 @@ def build_from_source(root: Path) -> Tuple[str, bytes]:
         built = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
              "-w", out, str(root)],
-            capture_output=True, text=True, env={**os.environ, "SOURCE_DATE_EPOCH": str(FIXED_EPOCH)})
+            capture_output=True, text=True)
         wheels = sorted(Path(out).glob(f"{DISTRIBUTION}-*.whl"))
         if built.returncode != 0 or len(wheels) != 1:
             raise WheelError(f"building tunespec's wheel from {root} failed: {built.stderr.strip()[-2000:]}")
@@ -61,8 +60,7 @@ def build_from_source(root: Path) -> Tuple[str, bytes]:
 def repack_installed() -> Tuple[str, bytes]:
     distribution = metadata.distribution(DISTRIBUTION)
     files = [f for f in distribution.files or ()
-             if not f.parts[0].startswith("..") and "__pycache__" not in f.parts
-             and not (f.parts[0].endswith(".dist-info") and f.name in INSTALL_ONLY)]
+             if not f.parts[0].startswith("..") and "__pycache__" not in f.parts and not _install_only(f.as_posix())]
     if not files:
         raise WheelError("tunespec is installed without a RECORD of its files: reinstall it with pip")
     dist_info = next(f.parts[0] for f in files if f.parts[0].endswith(".dist-info"))
@@ -75,7 +73,7 @@ def normalized(wheel: bytes) -> bytes:
     """The wheel's entries re-written sorted with the fixed timestamp (build tools differ on both)."""
     with zipfile.ZipFile(io.BytesIO(wheel)) as archive:
         entries = [(info.filename, archive.read(info)) for info in archive.infolist()
-                   if not info.filename.endswith("/RECORD")]
+                   if not _install_only(info.filename)]
         dist_info = next(name.split("/")[0] for name, _ in entries if name.split("/")[0].endswith(".dist-info"))
     return zipped(entries, dist_info)
 
@@ -88,11 +86,16 @@ def zipped(entries: Iterable[Tuple[str, bytes]], dist_info: str) -> bytes:
     raw = io.BytesIO()
     with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in [*entries, (f"{dist_info}/RECORD", record.encode())]:
-            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info = zipfile.ZipInfo(name, date_time=FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
     return raw.getvalue()
+
+
+def _install_only(name: str) -> bool:
+    folder, _, file = name.partition("/")
+    return folder.endswith(".dist-info") and file in INSTALL_ONLY
 
 
 def _digest(data: bytes) -> str:

@@ -4,7 +4,8 @@ The archive holds tunespec's own wheel (the one trainer of the project, not a co
 the job runs, the pinned requirements.txt the framework container installs first, and `tunespec_entry.py`,
 which SageMaker starts (under torchrun when the plan is distributed). The entry installs the wheel, points
 the plan at the container's paths (input channels, /opt/ml/checkpoints, /opt/ml/model), reads secrets
-referenced by a Secrets Manager ARN, and runs `tunespec.runtime.train` (or `tunespec.runtime.merge` for the second job).
+referenced by a Secrets Manager ARN, and runs `tunespec.runtime.train` (`tunespec.runtime.merge` for the
+second job).
 """
 import gzip
 import hashlib
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List
 
 from ..schema import contract
-from ..schema.plan import PlanFormatError, read_plan
+from ..schema.plan import read_plan_to_run
 from .package_wheel import tunespec_wheel
 
 ENTRY_SOURCE = '''"""SageMaker starts this file (hyperparameter sagemaker_program): it installs the tunespec wheel beside it
@@ -156,10 +157,7 @@ def container_main(argv: List[str], code_dir: Path) -> int:
     print(f"tunespec {contract.VERSION} from {Path(__file__).resolve().parents[1]}", flush=True)
     task = arguments.get(contract.TASK_HYPERPARAMETER, "train")
     plan_file = code_dir / arguments.get(contract.PLAN_HYPERPARAMETER, contract.PLAN_FILE)
-    try:
-        plan = container_plan(read_plan(plan_file), task)
-    except PlanFormatError as error:
-        raise SystemExit(f"tunespec: {error}") from None
+    plan = container_plan(read_plan_to_run(plan_file), task)
     backend = plan["backend"]
     resolve_secrets()
     model_dir = Path(backend["container"]["model_dir"])

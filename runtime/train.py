@@ -20,7 +20,7 @@ from .progress import LOADING, READING_DATA, SAVING, WRITING, ProgressWriter
 from .run_layout import (ADAPTER, CHECKPOINTS, FULL_MODEL, LOSS_PLOT, PROGRESS, TENSORBOARD, TRAIN_LOG,
                          finished_metrics, last_complete_checkpoint)
 from ..schema.kernels import missing_kernels
-from ..schema.plan import PlanFormatError, read_plan
+from ..schema.plan import read_plan_to_run
 from ..schema.trainer_arguments import trainer_arguments
 from .train_env import prepare_environment
 
@@ -188,11 +188,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     args = parser.parse_args(argv)
     started = time.time()
-    try:
-        plan = read_plan(args.plan)
-    except PlanFormatError as error:
-        print(f"tunespec: {error}; compile it again with `tunespec plan`", file=sys.stderr)
-        return EXIT_PLAN
+    plan = read_plan_to_run(args.plan, exit_code=EXIT_PLAN)
     run_dir = args.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir)

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..schema.plan import PlanFormatError, read_plan
+from ..schema.plan import read_plan_to_run
 from ..schema.neuron_sft_config import OPTIMUM_NEURON_VERSION, neuron_sft_arguments
 from ..schema.trainer_arguments import trainer_arguments
 from .run_layout import CHECKPOINTS, last_complete_checkpoint
@@ -33,10 +33,7 @@ def main(argv=None) -> int:
     parser.add_argument("--run-dir", required=True, type=Path)
     parser.add_argument("--max-steps", type=int, help="stop after N steps (the graph-extraction run)")
     args = parser.parse_args(argv)
-    try:
-        plan = read_plan(args.plan)
-    except PlanFormatError as error:
-        raise SystemExit(f"tunespec: {error}; compile it again with `tunespec plan`") from None
+    plan = read_plan_to_run(args.plan)
     args.run_dir.mkdir(parents=True, exist_ok=True)
     if args.action == "train":
         train(plan, args.run_dir, args.max_steps)

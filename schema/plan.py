@@ -21,6 +21,7 @@ distribution settings); AWS request bodies are typed by the AWS API they are sen
 kept as JSON objects here.
 """
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple, Union
 
@@ -591,3 +592,13 @@ def read_plan(path: Path) -> dict:
         raise PlanFormatError(f"{path} is not a {PLAN_FORMAT} plan tunespec {VERSION} can run: "
                               f"{'.'.join(map(str, first['loc']))}: {first['msg']}{more}") from None
     return json.loads(text)
+
+
+def read_plan_to_run(path: Path, exit_code: int = 1) -> dict:
+    """read_plan for the programs that run a plan (the trainer, the merge, the Trainium and SageMaker
+    entries): a plan they cannot run stops them with one line on stderr and `exit_code`."""
+    try:
+        return read_plan(path)
+    except PlanFormatError as error:
+        print(f"tunespec: {error}; compile it again with `tunespec plan`", file=sys.stderr)
+        raise SystemExit(exit_code) from None
