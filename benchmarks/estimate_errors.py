@@ -34,15 +34,17 @@ def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", 
               expert_parallel: int = 1, optim: str = "adamw_torch", attn: str = "sdpa", liger: bool = False,
               num_examples: int | None = None, tokens_per_example: int | None = None, epochs: float = 1.0,
               max_steps: int | None = None, packing: bool = True, kbit_preparation: str = "minimal",
-              gpus: int | None = None, runner: str = "plain") -> dict:
+              gpus: int | None = None, runner: str = "plain", cast_input: bool = True) -> dict:
     """A plan dict with the sections estimate() reads, laid out by compiler/layout.py as a plan is. `gpus`: the
     local machine's GPU count (a local hardware name is one GPU type); `runner`: the training loop
-    measured, tunespec's trainer (`tunespec apply`) or a plain loop (measure_training.py, the probe)."""
+    measured, tunespec's trainer (`tunespec apply`) or a plain loop (measure_training.py, the probe); `cast_input`:
+    PEFT's cast of the adapters' input to fp32, which every run before plan.method.lora.cast_input_to_adapter_dtype
+    (2026-12-01) made."""
     arch = architecture.resolve_architecture(arch, None, pathlib.Path(".")) if isinstance(arch, str) else arch
     lora = None
     if method != "full":
         lora = {"r": r, "alpha": 2 * r, "dropout": dropout, "bias": "none", "include_experts": include_experts,
-                "use_dora": method == "dora", "target_modules": lora_targets.resolve_target_modules(arch, targets)}
+                "use_dora": method == "dora", "cast_input_to_adapter_dtype": cast_input, "target_modules": lora_targets.resolve_target_modules(arch, targets)}
     quant = ({"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "bf16",
               "storage_dtype": "uint8", "kbit_preparation": kbit_preparation} if method == "qlora" else None)
     method_section = {"type": method, "lora": lora, "quantization": quant}

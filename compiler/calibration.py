@@ -178,6 +178,10 @@ class MemoryTraffic:
     # (read 4, write 2); without dropout the dropout term goes.
     lora_bytes_per_input = Calibrated({"dropout": 21, "no_dropout": 12}, Assumption(
         "counted from PEFT 0.21's LoRA Linear forward under bf16 autocast, kernel by kernel"))
+    # The same with the input left 16-bit (plan.method.lora.cast_input_to_adapter_dtype false, under autocast):
+    # dropout over the 16-bit input (read 2, write 2, mask 1); lora_A reads the input itself.
+    lora_bytes_per_uncast_input = Calibrated({"dropout": 5, "no_dropout": 0}, Assumption(
+        "counted from PEFT 0.21's LoRA Linear forward with cast_input_dtype_enabled off, under bf16 autocast"))
     # ... and per output element: lora_B's fp32 output, the scaling, the cast back and the add.
     lora_bytes_per_output = Calibrated(24, Assumption("counted from PEFT 0.21's LoRA Linear forward"))
     # ParamWrapper: bytes moved per byte of a layer's fused experts per pass (delta write, W and delta

@@ -76,7 +76,8 @@ def _lora_elementwise_bytes(arch: dict, method: dict, passes: float) -> float:
     if method["type"] == "full" or not lora:
         return 0.0
     shapes = parameter_counts.linear_shapes(arch)
-    per_input = MemoryTraffic.lora_bytes_per_input.value["dropout" if lora.get("dropout") else "no_dropout"]
+    per_input = (MemoryTraffic.lora_bytes_per_input if lora["cast_input_to_adapter_dtype"]
+                 else MemoryTraffic.lora_bytes_per_uncast_input).value["dropout" if lora.get("dropout") else "no_dropout"]
     per_output = MemoryTraffic.lora_bytes_per_output.value
     per_layer = sum(per_input * shapes[n][0] + per_output * shapes[n][1]
                     for n in lora.get("target_modules") or [] if n in shapes)

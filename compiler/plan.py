@@ -217,6 +217,8 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     findings.build(plan, ("parallel", "data"), lambda: {"batch": batch(choices, plan["parallel"], plan["data"])})
     findings.build(plan, ("model", "data", "devices", "parallel"), lambda: _attention_and_trainer(loaded, plan, host))
     findings.build(plan, ("devices", "parallel"), lambda: {"launch": _launch_section(plan["parallel"], plan["devices"])})
+    findings.build(plan, ("method", "precision", "launch"), lambda: {"method": trainer_speed.with_adapter_input_cast(
+        plan["method"], plan["precision"], plan["launch"])})
     findings.build(plan, ("devices", "precision"), lambda: {"inference": inference_section(
         plan["devices"], plan["precision"]["resolved"], spec.backend.type, host)})
     findings.check(spec, plan)

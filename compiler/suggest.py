@@ -169,7 +169,8 @@ def _as_qlora(plan: dict) -> dict:
     variant = copy.deepcopy(plan)
     arch = variant["model"]["architecture"]
     lora = variant["method"].get("lora") or {"r": 16, "alpha": 32, "dropout": 0.05, "bias": "none",
-                                              "include_experts": False, "use_dora": False}
+                                              "include_experts": False, "use_dora": False,
+                                              "cast_input_to_adapter_dtype": False}
     lora["target_modules"] = lora_targets.resolve_target_modules(arch, lora.get("target_modules") or "all-linear")
     variant["method"] = {"type": "qlora", "lora": lora,
                          "quantization": {"bits": 4, "quant_type": "nf4", "double_quant": True,

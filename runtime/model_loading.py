@@ -322,6 +322,16 @@ def input_device(model) -> torch.device:
     return torch.device("cuda", gpus[0]) if isinstance(gpus[0], int) else torch.device(gpus[0])
 
 
+def set_adapter_input_cast(model, lora: dict) -> None:
+    """Apply the plan's lora.cast_input_to_adapter_dtype to every PEFT layer of the model (PEFT's switch, the one
+    its disable_input_dtype_casting helper flips)."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in model.modules():
+        if isinstance(module, BaseTunerLayer):
+            module.cast_input_dtype_enabled = lora["cast_input_to_adapter_dtype"]
+
+
 def lora_config(plan: dict, model):
     """peft LoraConfig of the plan's method, or None for full fine-tuning."""
     lora = plan["method"].get("lora")

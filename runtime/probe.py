@@ -107,6 +107,8 @@ def _build_model(plan: dict, layers: int, cuda: bool, scratch: str):
         from peft import get_peft_model
 
         model = get_peft_model(model, lora)
+        if cuda:  # on a CPU the probe trains fp32 without autocast: PEFT's cast is a no-op there
+            model_loading.set_adapter_input_cast(model, plan["method"]["lora"])
     model.train()
     return model
 

@@ -145,6 +145,8 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                                   processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
                                   callbacks=[callback, memory_phases])
+    if plan["method"]["lora"] is not None:
+        model_loading.set_adapter_input_cast(trainer.model, plan["method"]["lora"])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     state = trainer.state
     if eval_set is not None and not any(e.get("step") == state.global_step and "eval_loss" in e

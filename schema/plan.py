@@ -150,6 +150,11 @@ class LoraSection(PlanModel):
                                  json_schema_extra=REVIEW_ONLY)
     bias: Literal["none", "all", "lora_only"] = _doc("PEFT's `bias`.")
     use_dora: bool = _doc("DoRA (weight-decomposed LoRA).")
+    cast_input_to_adapter_dtype: bool = _doc(
+        "PEFT casts each adapted module's input to the adapters' fp32 before dropout and lora_A (PEFT's default). "
+        "False under bf16/fp16 mixed precision: autocast computes lora_A in the 16-bit dtype anyway, so the input "
+        "stays 16-bit and the fp32 copy and the cast back are not made (compiler/trainer_speed.py); the adapters "
+        "and their optimizer state stay fp32.")
 
 
 class QuantizationSection(PlanModel):

@@ -29,6 +29,7 @@ def arch(name):
         ("Qwen/Qwen2.5-7B-Instruct", 7_615_616_512),
         ("Qwen/Qwen2.5-72B", 72_706_203_648),
         ("HuggingFaceTB/SmolLM2-135M", 134_515_008),
+        ("meta-llama/Llama-3.2-1B", 1_235_814_400),
         ("tiiuae/falcon-7b", 6_921_720_704),
         # Tied lm_head: the Falcon-40B seed's own printout counts the 532,676,608-parameter embedding once.
         ("tiiuae/falcon-40b", 41_303_293_952),

@@ -68,6 +68,42 @@ def test_the_trainer_gets_the_plans_settings(tmp_path):
             config.logging_nan_inf_filter) == (2, True, True, False)
 
 
+@pytest.mark.parametrize("precision, method, cast", [("bf16", "lora", False), ("fp16", "qlora", False),
+                                                     ("fp32", "lora", True), ("bf16", "dora", True)])
+def test_adapters_keep_a_16_bit_input_under_mixed_precision(tmp_path, precision, method, cast):
+    plan = plan_for(tmp_path, "{type: local, device: cuda, hardware: h200-141gb, run_dir: run}",
+                    training=f"{{precision: {precision}}}", extra=f"method: {{type: {method}}}\n")
+    assert plan["method"]["lora"]["cast_input_to_adapter_dtype"] is cast
+
+
+def test_the_trainium_trainer_keeps_peft_s_cast():
+    plan = build_plan(load_spec(REPO / "specs" / "llama-3-8b-dolly-lora-trn1.yaml"), cwd=REPO, enforce_budget=False)
+    assert plan["precision"]["resolved"] == "bf16"
+    assert plan["method"]["lora"]["cast_input_to_adapter_dtype"] is True
+
+
+@pytest.mark.parametrize("cast, lora_a_input", [(True, "torch.float32"), (False, "torch.bfloat16")])
+def test_the_runtime_applies_the_plans_adapter_input_cast(tmp_path, cast, lora_a_input):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from tunespec.runtime.model_loading import set_adapter_input_cast
+
+    save_tiny_model(tmp_path / "model", "llama", num_hidden_layers=1)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tmp_path / "model", dtype=torch.bfloat16),
+                           LoraConfig(r=2, lora_alpha=4, lora_dropout=0.1, target_modules=["q_proj"]))
+    set_adapter_input_cast(model, {"cast_input_to_adapter_dtype": cast})
+    seen = []
+    lora_a = next(m for name, m in model.named_modules() if name.endswith("q_proj.lora_A.default"))
+    lora_a.register_forward_pre_hook(lambda module, args: seen.append(str(args[0].dtype)))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=torch.tensor([[1, 2, 3, 4]]), labels=torch.tensor([[1, 2, 3, 4]])).loss
+    loss.backward()
+    assert seen == [lora_a_input]
+    assert lora_a.weight.dtype == torch.float32 and lora_a.weight.grad is not None
+
+
 def test_padding_free_rows_are_counted_on_the_host(tmp_path):
     """One process, packed rows without padding: the count is the row's length, with no gather (the Trainer's
     own count moves it to the device and reads it back, a device sync every micro batch)."""

@@ -27,11 +27,15 @@ on a fresh one it starts a new file: keep both calls' results.json). Rehearsal o
 Python; <triton>: one where a triton wheel is, as Axolotl's trainer imports it even on a CPU. On a CPU Axolotl runs
 with sdpa, fp32, no Liger and no Triton LoRA kernels: see CPU_CHANGES.)
 
-Cases:
-  probe                   `tunespec probe` of specs/llama3-8b-viggo-lora.yaml: plain causal batches (mb 2 x 2048)
-  apply-<kernel>          `tunespec apply` of that spec (packed, Liger, mb 2 x accumulation 2) with
-                          model.attn_implementation <kernel>: sdpa, flex_attention, flash_attention_2, auto
-  naive-trl               the seed recipe's naive TRL setup (run_all.py's naive-dynamic case)
+Cases (every spec is made for the H200: micro batch 4 x accumulation 1, the base spec's global batch of 4
+sequences, where an H100 fits 2 x 2; the suffix -mbN sets micro batch N, accumulation 4 / N):
+  probe                   `tunespec probe` of specs/llama3-8b-viggo-lora.yaml: plain causal batches (mb 4 x 2048)
+  apply-<kernel>          `tunespec apply` of that spec (packed, Liger) with model.attn_implementation <kernel>:
+                          sdpa, flex_attention, flash_attention_2, auto
+  probe-1b-full,          the same with the Llama-3.2-1B shape (random weights built here by
+  apply-auto-1b-full      build_random_model.py) fully fine-tuned
+  naive-trl               `tunespec apply` of specs/llama3-8b-viggo-lora-naive.yaml: the seed recipe's naive TRL setup
+                          (no packing, checkpointing, no Liger)
   axolotl                 Axolotl 0.19 (`python -m axolotl.cli.train`, installed from .whl-axolotl into its own
                           site folder) on the same model folder, rows, sequence length, LoRA, batch and optimizer
                           settings, with its recommended setup for this case: multipack sample packing, flex
@@ -64,6 +68,7 @@ sys.path.insert(0, str(HERE))
 import run_all  # noqa: E402  (same folder: the driver of issue 4's runs, whose helpers this reuses)
 
 BASE_SPEC = "llama3-8b-viggo-lora.yaml"
+NAIVE_SPEC = "llama3-8b-viggo-lora-naive.yaml"  # the seed recipe's setup: no packing, checkpointing, no Liger
 WORK = run_all.WORK
 STATE = WORK / "packed-results.json"
 KERNELS = ("sdpa", "flex_attention", "flash_attention_2", "auto")
@@ -73,23 +78,32 @@ EXPECTED_S = {"probe": 70, "naive-trl": 90, "axolotl": 200, "axolotl-compile": 3
               "profile-plain": 90,
               **{f"apply-{kernel}": 110 for kernel in KERNELS}}
 DRY_DATA = "pkg://tunespec/tunespec/cli/defaults/data/viggo_train.csv"
+MICRO_BATCH, GLOBAL_BATCH = 4, 4
+SMALL_MODEL = WORK / "llama-3.2-1b"
 
 
-def derived_spec(name: str, model: dict, dry: bool) -> Path:
-    """A spec extending the base one, written beside it (its relative data path stays valid); JSON is YAML."""
+def derived_spec(name: str, changes: dict, dry: bool, base: str = BASE_SPEC) -> Path:
+    """A spec extending `base` with `changes` (sections merged one level deep), written beside it (its relative
+    data path stays valid); JSON is YAML. On the H200 the batch is sized to its memory: micro batch
+    MICRO_BATCH x accumulation GLOBAL_BATCH / MICRO_BATCH (the base spec's 2 x 2 fits an H100)."""
     spec = run_all.SPECS / f"_pa-{name}.yaml"
-    text = {"extends": BASE_SPEC, "name": f"pa-{name}".replace("_", "-"), "model": dict(model), "backend": {"hardware": "h200-141gb"}}
+    micro = changes.get("training", {}).get("micro_batch_size", MICRO_BATCH)
+    text = {"extends": base, "name": f"pa-{name}".replace("_", "-"),
+            "training": {"micro_batch_size": micro, "gradient_accumulation": max(1, GLOBAL_BATCH // micro)},
+            "backend": {"hardware": "h200-141gb"}}
+    for section, values in changes.items():
+        text[section] = {**text.get(section, {}), **values}
     if dry:
-        text["model"].update(source=str(WORK / "tiny-llama"), architecture=None)
+        text["model"] = {**text.get("model", {}), "source": str(WORK / "tiny-llama"), "architecture": None}
         text.update(data={"train": {"path": DRY_DATA, "format": "csv", "limit": 64}, "max_seq_length": 256},
-                    training={"max_steps": 6, "liger_kernels": False, "precision": "fp32"},
                     backend={"type": "local", "device": "cpu", "hardware": None})
+        text["training"].update(max_steps=6, liger_kernels=False, precision="fp32")
     spec.write_text(json.dumps(text, indent=2) + "\n")
     return spec
 
 
-def plan_of(name: str, model: dict, dry: bool) -> tuple:
-    spec = derived_spec(name, model, dry)
+def plan_of(name: str, changes: dict, dry: bool, base: str = BASE_SPEC) -> tuple:
+    spec = derived_spec(name, changes, dry, base)
     plan_dir = WORK / "plans" / name
     shutil.rmtree(plan_dir, ignore_errors=True)
     try:
@@ -100,6 +114,35 @@ def plan_of(name: str, model: dict, dry: bool) -> tuple:
     return code, plan_dir
 
 
+def case_changes(name: str, dry: bool) -> tuple:
+    """(case name without its variant suffixes, spec changes): `-mbN` sets the micro batch (the global batch
+    stays GLOBAL_BATCH sequences); `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
+    built here first)."""
+    changes = {}
+    found = re.search(r"-mb(\d+)$", name)
+    if found:
+        changes["training"] = {"micro_batch_size": int(found.group(1))}
+        name = name[:found.start()]
+    if name.endswith("-1b-full"):
+        if not dry:
+            subprocess.run([sys.executable, str(HERE / "build_random_model.py"), "llama-3.2-1b", str(SMALL_MODEL)],
+                           check=True)
+        changes.update(model={"source": str(SMALL_MODEL), "architecture": "llama-3.2-1b"}, method={"type": "full"})
+        name = name[:-len("-1b-full")]
+    return name, changes
+
+
+def replay_settings(plan: dict) -> dict:
+    """The plan's settings as benchmarks/estimate_errors.make_plan takes them (its `replay` block)."""
+    lora = plan["method"]["lora"]
+    return {"arch": plan["model"]["architecture"]["name"], "method": plan["method"]["type"],
+            "micro": plan["batch"]["micro_batch_size"], "accumulation": plan["batch"]["gradient_accumulation"],
+            "seq": plan["batch"]["sequence_length"], "checkpointing": plan["trainer"]["gradient_checkpointing"],
+            "liger": plan["trainer"]["use_liger_kernel"], "hardware": plan["devices"].get("hardware"),
+            "attn": plan["model"]["attn_implementation"],
+            **({"cast_input": lora["cast_input_to_adapter_dtype"]} if lora else {})}
+
+
 def mfu(plan: dict, tokens_per_s) -> float:
     speed, peak = plan["estimates"]["throughput"], plan["devices"].get("peak_tflops")
     if not tokens_per_s or not peak or not speed.get("flops_per_token"):
@@ -107,10 +150,13 @@ def mfu(plan: dict, tokens_per_s) -> float:
     return round(tokens_per_s * speed["flops_per_token"] / (peak * 1e12), 3)
 
 
-def run_apply(kernel: str, timeout: float, dry: bool) -> dict:
-    name = f"apply-{kernel}"
+def run_apply(name: str, timeout: float, dry: bool, base: str = BASE_SPEC) -> dict:
+    """`tunespec apply` of the case's spec: apply-<kernel>[-1b-full][-mbN], or naive-trl (the naive spec)."""
+    base_name, changes = case_changes(name, dry)
+    kernel = base_name[len("apply-"):] if base_name.startswith("apply-") else "auto"
     result = {"case": name, "kind": "apply", "attn_requested": kernel}
-    code, plan_dir = plan_of(name, {"attn_implementation": kernel}, dry)
+    changes["model"] = {**changes.get("model", {}), "attn_implementation": kernel}
+    code, plan_dir = plan_of(name, changes, dry, base)
     if code != 0:
         return {**result, "exit_code": code, "failed": "plan (see the plan log: a kernel this machine lacks?)"}
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -122,7 +168,8 @@ def run_apply(kernel: str, timeout: float, dry: bool) -> dict:
     result.update(exit_code=code, apply_wall_s=round(time.time() - started, 1), estimate=run_all.estimates_of(plan),
                   attn_implementation=plan["model"]["attn_implementation"], attn_reason=plan["model"]["attn_reason"],
                   trainer={k: plan["trainer"].get(k) for k in ("pad_to_multiple_of", "dataloader_num_workers",
-                                                                "dataloader_pin_memory", "logging_nan_inf_filter")})
+                                                                "dataloader_pin_memory", "logging_nan_inf_filter")},
+                  replay=replay_settings(plan))
     metrics_file = run_dir / "metrics.json"
     if code != 0 or not metrics_file.is_file():
         return {**result, "failed": "apply"}
@@ -136,16 +183,16 @@ def run_apply(kernel: str, timeout: float, dry: bool) -> dict:
     return result
 
 
-def run_probe(timeout: float, dry: bool) -> dict:
-    spec = derived_spec("probe", {}, dry)
-    log = run_all.LOGS / "probe.txt"
+def run_probe(name: str, timeout: float, dry: bool) -> dict:
+    spec = derived_spec(name, case_changes(name, dry)[1], dry)
+    log = run_all.LOGS / f"{name}.txt"
     try:
         code = run_all.tunespec("probe", str(spec), "--steps", "8", log=log, timeout=timeout)
     finally:
         spec.unlink()
     text = log.read_text()
     found = re.search(r"tokens/s\s*[│|]\s*([\d,.]+)", text)
-    return {"case": "probe", "kind": "probe", "exit_code": code, "output": text[-4000:],
+    return {"case": name, "kind": "probe", "exit_code": code, "output": text[-4000:],
             "tokens_per_s": float(found.group(1).replace(",", "")) if found else None}
 
 
@@ -180,7 +227,7 @@ def profile_side(side: str, out: Path, dry: bool) -> int:
                 return loss
         return Profiled
 
-    code, plan_dir = plan_of(f"profile-{side}", {"attn_implementation": "auto"}, dry)
+    code, plan_dir = plan_of(f"profile-{side}", {"model": {"attn_implementation": "auto"}}, dry)
     if code != 0:
         return code
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -293,7 +340,7 @@ def axolotl_measured(meter_file: Path) -> dict:
 
 def run_axolotl(name: str, site: Path, timeout: float, dry: bool) -> dict:
     result = {"case": name, "kind": "axolotl"}
-    code, plan_dir = plan_of(f"{name}-plan", {"attn_implementation": "auto"}, dry)
+    code, plan_dir = plan_of(f"{name}-plan", {"model": {"attn_implementation": "auto"}}, dry)
     if code != 0:
         return {**result, "exit_code": code, "failed": "plan"}
     plan = json.loads((plan_dir / "plan.json").read_text())
@@ -324,19 +371,25 @@ def run_axolotl(name: str, site: Path, timeout: float, dry: bool) -> dict:
 
 # ---- the driver --------------------------------------------------------------------------------------
 
+def probe_of(name: str) -> str:
+    """The probe case of the same model, method and micro batch as case `name`."""
+    return "probe" + "".join(re.findall(r"-1b-full|-mb\d+$", name))
+
+
 def summary(state: dict) -> str:
     cases = state["cases"]
-    probe = (cases.get("probe") or {}).get("tokens_per_s")
     lines = [f"{'case':<26} {'exit':>4} {'kernel':<18} {'tok/s steady':>12} {'tok/s apply':>11} {'MFU':>6} "
              f"{'peak GiB':>8} {'of probe':>8}"]
     for name, r in cases.items():
         m = r.get("measured") or {}
         steady = m.get("wall_tokens_per_s_after_warmup") or r.get("tokens_per_s")
+        probe = (cases.get(probe_of(name)) or {}).get("tokens_per_s")
         share = f"{steady / probe:.0%}" if steady and probe and r["kind"] in ("apply", "axolotl") else ""
         lines.append(f"{name:<26} {str(r.get('exit_code')):>4} {str(r.get('attn_implementation') or ''):<18} "
                      f"{str(steady):>12} {str(m.get('tokens_per_s') or ''):>11} {str(r.get('mfu') or ''):>6} "
                      f"{str(m.get('peak_memory_gib') or ''):>8} {share:>8}")
-    best = [r for r in cases.values() if r["kind"] == "apply" and r.get("mfu")]
+    best = [r for name, r in cases.items() if r["kind"] == "apply" and r.get("mfu") and "-1b-full" not in name]
+    probe = (cases.get("probe") or {}).get("tokens_per_s")
     if best and probe:
         top = max(best, key=lambda r: r["mfu"])
         steady = top["measured"].get("wall_tokens_per_s_after_warmup")
@@ -376,18 +429,19 @@ def main() -> int:
                                                                    **run_all.versions(), "cases": {}}
 
     def run_case(name: str, left: float) -> dict:
-        if name == "probe":
-            return run_probe(left, args.dry_cpu)
+        if name.startswith("probe"):
+            return run_probe(name, left, args.dry_cpu)
         if name.startswith("apply-"):
-            return run_apply(name[len("apply-"):], left, args.dry_cpu)
+            return run_apply(name, left, args.dry_cpu)
         if name.startswith("profile-"):
             return run_profile(name[len("profile-"):], args.out, left, args.dry_cpu)
         if name == "naive-trl":
-            return run_all.run_train("naive-trl", "llama3-8b-viggo-lora-naive.yaml", {}, args.out, left,
-                                     dry=args.dry_cpu)
+            return run_apply(name, left, args.dry_cpu, base=NAIVE_SPEC)
         return run_axolotl(name, args.axolotl_site, left, args.dry_cpu)
 
-    run_all.run_cases(args.cases, EXPECTED_S, run_case, state, STATE, args.out, args.deadline_s, began,
+    # a variant (-1b-full, -mbN) takes about as long as its case
+    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-mb\d+)?$", "", name)] for name in args.cases}
+    run_all.run_cases(args.cases, expected, run_case, state, STATE, args.out, args.deadline_s, began,
                       skip_done=False, kind_of=lambda name: name.split("-")[0])
     print(summary(state), flush=True)
     return 0
