@@ -100,6 +100,7 @@ def _trainer_section(loaded: LoadedSpec, data: dict, attn_implementation: str) -
         "tf32": t.tf32,
         "gradient_checkpointing": t.gradient_checkpointing,
         "use_liger_kernel": t.liger_kernels,
+        "torch_compile": t.torch_compile,
         "seed": t.seed,
         "save_strategy": "steps" if t.checkpoint_every_steps else "epoch",
         "save_steps": t.checkpoint_every_steps,

@@ -92,6 +92,9 @@ def precision_fits_hardware(spec: Spec, plan: dict) -> List[dict]:
         if spec.model.attn_implementation == "flash_attention_2":
             refusals.append(SpecError("flash_attention_2 needs CUDA GPUs", ("model", "attn_implementation"),
                                       hint="use `sdpa`"))
+        if spec.training.torch_compile:
+            refusals.append(SpecError("torch_compile is planned for CUDA GPUs (Triton kernels); this plan runs on a "
+                                      "CPU", ("training", "torch_compile"), hint="set `torch_compile: false`"))
         if spec.model.attn_implementation == "flex_attention":
             refusals.append(SpecError("flex attention has no backward pass on a CPU (torch raises NotImplementedError)",
                                       ("model", "attn_implementation"), hint="use `sdpa` (or `auto`)"))
@@ -218,6 +221,11 @@ def smp_rules(spec: Spec, plan: dict) -> List[dict]:
                                   ("method", "type"),
                                   hint="use `method.type: full` with `strategy: smp`, or `strategy: fsdp` for "
                                        "adapters"))
+    if spec.training.torch_compile:
+        # runtime/smp.py hands the Trainer SMP's transformed, FSDP-wrapped model; accelerate's compile of its
+        # decoder layers is not a path SMP v2 documents
+        refusals.append(SpecError("torch_compile is not planned with SMP: SMP v2 transforms and wraps the model "
+                                  "itself", ("training", "torch_compile"), hint="set `torch_compile: false`"))
     raise_together(refusals)
     return []
 
@@ -358,6 +366,10 @@ def kernels_fit_hardware(spec: Spec, plan: dict) -> List[dict]:
         if spec.training.tf32:
             refusals.append(SpecError(f"TF32 is a mode of NVIDIA tensor cores; {name} has none", ("training", "tf32"),
                                       hint="set `tf32: false`"))
+        if spec.training.torch_compile:
+            refusals.append(SpecError(f"torch_compile is for CUDA GPUs; {name} compiles its graphs with the Neuron "
+                                      "compiler (distribution.compile_steps)", ("training", "torch_compile"),
+                                      hint="set `torch_compile: false`"))
     elif not ampere_or_newer(hw):
         if spec.training.tf32:
             refusals.append(SpecError(f"{name} has no TF32 (it needs an Ampere or newer GPU)", ("training", "tf32"),

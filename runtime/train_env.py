@@ -49,5 +49,8 @@ def prepare_environment(plan: dict, run_dir: Path) -> None:
         os.environ.setdefault("MLFLOW_TRACKING_URI", mlflow["tracking_uri"])
         os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", mlflow["experiment"])
     os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(run_dir / TENSORBOARD))
+    if plan["trainer"]["torch_compile"]:
+        # accelerate compiles the repeated decoder layers one at a time (one graph for all), as the plan says
+        os.environ["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] = "1"
     # Tokenizers' own threads fight the dataloader's fork otherwise (and warn about it).
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -314,6 +314,9 @@ class TrainerSection(PlanModel):
     tf32: bool = _doc("Allow TF32 matmuls (Ampere and newer).")
     gradient_checkpointing: bool = _doc("Recompute activations in the backward pass.")
     use_liger_kernel: bool = _doc("Liger fused kernels.")
+    torch_compile: bool = _doc(
+        "torch.compile the model, per decoder layer: the runtime turns on accelerate's regional compilation "
+        "(ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION) with it, so that the identical layers compile once.")
     seed: int = _doc("Random seed.", ge=0)
     save_strategy: Literal["steps", "epoch"] = _doc("When checkpoints are saved.")
     save_steps: Optional[int] = _doc("Steps between checkpoints (save_strategy steps).", gt=0)

@@ -30,6 +30,9 @@ class TrainingSpec(SpecModel):
     tf32: bool = False
     gradient_checkpointing: bool = False
     liger_kernels: bool = Field(False, description="Use Liger's fused Triton kernels (CUDA only).")
+    torch_compile: bool = Field(
+        False, description="Compile the model with torch.compile, one decoder layer at a time (the layers share one "
+                           "compiled graph, made during the first steps). CUDA GPUs under the torch trainer only.")
     # numpy's and torch's generators take seeds below 2**32.
     seed: Annotated[int, Field(ge=0, lt=2**32)] = 42
     checkpoint_every_steps: Optional[PositiveInt] = Field(None, description="Save a checkpoint every N steps.")

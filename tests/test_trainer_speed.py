@@ -2,6 +2,7 @@
 node's CPUs), no device sync per micro batch for logging or token counting, and examples tokenized once:
 reused by the next apply of the same data, tokenizer and template, tokenized again when the data changes."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -102,6 +103,34 @@ def test_the_runtime_applies_the_plans_adapter_input_cast(tmp_path, cast, lora_a
     loss.backward()
     assert seen == [lora_a_input]
     assert lora_a.weight.dtype == torch.float32 and lora_a.weight.grad is not None
+
+
+def test_torch_compile_runs_per_decoder_layer_as_the_plan_says(tmp_path, monkeypatch):
+    from tunespec.runtime.train import trainer_config
+    from tunespec.runtime.train_env import prepare_environment
+
+    monkeypatch.delenv("ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION", raising=False)
+    plan = plan_for(tmp_path, "{type: local, device: cuda, hardware: h200-141gb, run_dir: run}",
+                    training="{precision: fp32, torch_compile: true}")
+    assert plan["trainer"]["torch_compile"] is True
+    prepare_environment(plan, tmp_path / "run")
+    assert os.environ["ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"] == "1"
+    assert trainer_config(plan, tmp_path / "run", has_eval=False, resuming=False).torch_compile is True
+
+
+@pytest.mark.parametrize("base, says", [
+    (DEFAULT_SPEC, "planned for CUDA GPUs (Triton kernels); this plan runs on a CPU"),
+    (REPO / "specs" / "llama-3-8b-dolly-lora-trn1.yaml", "compiles its graphs with the Neuron compiler"),
+])
+def test_torch_compile_is_refused_where_it_cannot_run(tmp_path, base, says):
+    from tunespec.compiler.errors import SpecError
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"extends: {base}\ntraining: {{torch_compile: true}}\n")
+    with pytest.raises(SpecError) as refused:
+        build_plan(load_spec(spec), cwd=tmp_path, enforce_budget=False)
+    message = str(refused.value)
+    assert "training.torch_compile" in message and says in message and "set `torch_compile: false`" in message
 
 
 def test_padding_free_rows_are_counted_on_the_host(tmp_path):

@@ -116,13 +116,16 @@ def plan_of(name: str, changes: dict, dry: bool, base: str = BASE_SPEC) -> tuple
 
 def case_changes(name: str, dry: bool) -> tuple:
     """(case name without its variant suffixes, spec changes): `-mbN` sets the micro batch (the global batch
-    stays GLOBAL_BATCH sequences); `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
+    stays GLOBAL_BATCH sequences); `-compile` sets training.torch_compile; `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
     built here first)."""
-    changes = {}
+    changes = {"training": {}}
     found = re.search(r"-mb(\d+)$", name)
     if found:
-        changes["training"] = {"micro_batch_size": int(found.group(1))}
+        changes["training"]["micro_batch_size"] = int(found.group(1))
         name = name[:found.start()]
+    if name.endswith("-compile"):
+        changes["training"]["torch_compile"] = True
+        name = name[:-len("-compile")]
     if name.endswith("-1b-full"):
         if not dry:
             subprocess.run([sys.executable, str(HERE / "build_random_model.py"), "llama-3.2-1b", str(SMALL_MODEL)],
@@ -440,7 +443,8 @@ def main() -> int:
         return run_axolotl(name, args.axolotl_site, left, args.dry_cpu)
 
     # a variant (-1b-full, -mbN) takes about as long as its case
-    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-mb\d+)?$", "", name)] for name in args.cases}
+    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-compile)?(-mb\d+)?$", "", name)] + 60 * ("-compile" in name)
+                for name in args.cases}
     run_all.run_cases(args.cases, expected, run_case, state, STATE, args.out, args.deadline_s, began,
                       skip_done=False, kind_of=lambda name: name.split("-")[0])
     print(summary(state), flush=True)
