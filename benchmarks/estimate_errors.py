@@ -25,6 +25,8 @@ GPU_RESULTS = pathlib.Path(__file__).parent / "gpu"
 RUNNERS = {"trainer": contract.TRAINER_MODULE, "plain": contract.PROBE_MODULE}
 MEMORY_BOUND = 0.10
 SPEED_BOUND = 0.20
+# Issue 15: the estimate within 15% of every `tunespec apply` / `probe` run and plain loop measured on the GPU machine.
+GPU_RUN_SPEED_BOUND = 0.15
 
 
 def make_plan(arch, method: str = "lora", *, r: int = 16, targets="all-linear", dropout: float = 0.05,
@@ -138,9 +140,12 @@ def replay(paths=None) -> list:
 
 
 def apply_rows(paths=None) -> list:
-    """One row per `tunespec apply` run measured on the GPU machine (benchmarks/gpu/results-*.json, the
-    cases with a `replay` block: the settings of the plan that ran): the estimate of that plan against
-    the run's steady tokens/s and its largest per-device peak allocated memory."""
+    """One row per run measured on the GPU machine by the `tunespec` drivers (benchmarks/gpu/results-*.json, the
+    cases with a `replay` block: the settings of the plan that ran): the estimate of that plan against the run's
+    steady tokens/s and its largest per-device peak allocated memory. `tunespec apply` runs are estimated as the
+    trainer path, `tunespec probe` runs (kind `probe`) as the plain loop the probe runs. Unpacked rows are padded
+    to the longest of their batch: the memory estimate is for the longest batch the plan allows (max_seq_length),
+    a bound the run's shorter batches stay under (`memory_is_bound`)."""
     rows = []
     for path in paths or sorted(GPU_RESULTS.glob("results-*.json")):
         results = json.loads(pathlib.Path(path).read_text())
@@ -150,8 +155,10 @@ def apply_rows(paths=None) -> list:
                 continue
             measured = case["measured"]
             peak_gib = max(measured.get("peak_memory_gib_per_rank") or [measured["peak_memory_gib"]])
-            rows.append(compared(f"{pathlib.Path(path).stem}:{name}", estimate(make_plan(runner="trainer", **settings)),
-                                 peak_gib * 2 ** 30, measured["steady_tokens_per_s"]))
+            runner = "plain" if case.get("kind") == "probe" else "trainer"
+            row = compared(f"{pathlib.Path(path).stem}:{name}", estimate(make_plan(runner=runner, **settings)),
+                           peak_gib * 2 ** 30, measured["steady_tokens_per_s"])
+            rows.append(dict(row, memory_is_bound=settings.get("packing") is False))
     return rows
 
 
@@ -184,20 +191,29 @@ def oom_rows(paths=None) -> list:
     return rows
 
 
+def memory_holds(row: dict) -> bool:
+    """Within MEMORY_BOUND of the measured peak; a bound (unpacked rows) at or above it."""
+    if row.get("memory_is_bound"):
+        return row["memory_error"] >= 0
+    return abs(row["memory_error"]) <= MEMORY_BOUND
+
+
 def table(rows: list, ooms: list) -> str:
     lines = ["| case | peak GiB measured | estimated | error | reserved error | tokens/s measured | estimated | error |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         reserved = f"{row['reserved_error']:+.1%}" if "reserved_error" in row else "-"
-        lines.append(f"| {row['id']} | {row['measured_peak_gib']:.2f} | {row['estimated_peak_gib']:.2f} | "
+        bound = " (bound)" if row.get("memory_is_bound") else ""
+        lines.append(f"| {row['id']} | {row['measured_peak_gib']:.2f} | {row['estimated_peak_gib']:.2f}{bound} | "
                      f"{row['memory_error']:+.1%} | {reserved} | {row['measured_tokens_per_s']:.0f} | "
                      f"{row['estimated_tokens_per_s']:.0f} | {row['speed_error']:+.1%} |")
     if rows:
-        mem = [abs(r["memory_error"]) for r in rows]
+        mem = [abs(r["memory_error"]) for r in rows if not r.get("memory_is_bound")]
         spd = [abs(r["speed_error"]) for r in rows]
-        within = sum(1 for r in rows if abs(r["memory_error"]) <= MEMORY_BOUND and abs(r["speed_error"]) <= SPEED_BOUND)
+        within = sum(1 for r in rows if memory_holds(r) and abs(r["speed_error"]) <= SPEED_BOUND)
         lines.append("")
-        lines.append(f"{len(rows)} cases; memory |error| mean {sum(mem) / len(mem):.1%}, max {max(mem):.1%}; "
+        lines.append(f"{len(rows)} cases; memory |error| mean {sum(mem) / len(mem):.1%}, max {max(mem):.1%} "
+                     f"(bounds apart); "
                      f"tokens/s |error| mean {sum(spd) / len(spd):.1%}, max {max(spd):.1%}; "
                      f"{within} within ±{MEMORY_BOUND:.0%} memory and ±{SPEED_BOUND:.0%} tokens/s")
     if ooms:

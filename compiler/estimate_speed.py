@@ -170,8 +170,9 @@ def estimate_throughput(plan: dict) -> dict:
     if experts_nf4:
         cpu_s += layers * passes * arch["num_local_experts"] * LaunchCosts.cpu_per_nf4_expert_pass_s.value
     if (plan.get("launch") or {}).get("module") == TRAINER_MODULE:
-        cpu_s += layers * passes * LaunchCosts.trainer_cpu_per_layer_pass_s.value \
-            * PackedAttention.trainer_scale[attn_impl].value
+        scale = PackedAttention.trainer_scale[attn_impl].value if plan["data"]["packing"] \
+            else LaunchCosts.trainer_unpacked_scale.value
+        cpu_s += layers * passes * LaunchCosts.trainer_cpu_per_layer_pass_s.value * scale
     if parallel["strategy"] in ("fsdp", "smp") and (parallel.get("shard_degree") or 1) > 1:
         cpu_s += layers * passes * LaunchCosts.fsdp_sharded_cpu_per_layer_pass_s.value
 

@@ -1,5 +1,5 @@
 """Every committed measurement, replayed through the estimator: peak memory within 10%, tokens/s
-within 20% (benchmarks/estimate_errors.py prints the table)."""
+within 20% (15% for the runs on the GPU machine; benchmarks/estimate_errors.py prints the table)."""
 import importlib.util
 import pathlib
 
@@ -52,7 +52,7 @@ def test_the_gpu_runs_are_replayed():
 
 @pytest.mark.parametrize("row", APPLY_ROWS + PLAIN_LOOP_ROWS, ids=[r["id"] for r in APPLY_ROWS + PLAIN_LOOP_ROWS])
 def test_gpu_run_peak_memory_within_bound(row):
-    assert abs(row["memory_error"]) <= estimate_errors.MEMORY_BOUND, (
+    assert estimate_errors.memory_holds(row), (
         f"estimated {row['estimated_peak_gib']:.2f} GiB, measured {row['measured_peak_gib']:.2f} GiB")
 
 
@@ -60,5 +60,5 @@ def test_gpu_run_peak_memory_within_bound(row):
     pytest.param(r, marks=pytest.mark.xfail(strict=True, reason="host launch costs, see KNOWN_SPEED_GAPS"))
     if r["id"] in KNOWN_SPEED_GAPS else r for r in APPLY_ROWS + PLAIN_LOOP_ROWS], ids=[r["id"] for r in APPLY_ROWS + PLAIN_LOOP_ROWS])
 def test_gpu_run_tokens_per_s_within_bound(row):
-    assert abs(row["speed_error"]) <= estimate_errors.SPEED_BOUND, (
+    assert abs(row["speed_error"]) <= estimate_errors.GPU_RUN_SPEED_BOUND, (
         f"estimated {row['estimated_tokens_per_s']:.0f} tokens/s, measured {row['measured_tokens_per_s']:.0f}")

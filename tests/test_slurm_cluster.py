@@ -386,8 +386,11 @@ def test_cli_apply_detaches_on_ctrl_c_and_status_cancel_use_the_record(slurm_clu
     root, venv = probe_run
     plan, plan_dir = plan_folder(root, cpu_spec(root, "probe-detach", venv))
     replace_entry(plan_dir, "probe_sleep")
+    # Ctrl-C as in a terminal: a test run started in the background of a shell without job control inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler
     apply = subprocess.Popen(["tunespec", "apply", str(plan_dir)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+                             text=True, start_new_session=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + WAIT_LIMIT_S
         while not (Path(plan["backend"]["run_dir"]) / "slurm_jobs.json").is_file():

@@ -142,7 +142,8 @@ def replay_settings(plan: dict) -> dict:
             "micro": plan["batch"]["micro_batch_size"], "accumulation": plan["batch"]["gradient_accumulation"],
             "seq": plan["batch"]["sequence_length"], "checkpointing": plan["trainer"]["gradient_checkpointing"],
             "liger": plan["trainer"]["use_liger_kernel"], "hardware": plan["devices"].get("hardware"),
-            "attn": plan["model"]["attn_implementation"],
+            "attn": plan["model"]["attn_implementation"], "packing": plan["data"]["packing"],
+            "tokens_per_example": plan["data"]["tokens_per_example"], "num_examples": plan["data"]["num_examples"],
             **({"cast_input": lora["cast_input_to_adapter_dtype"]} if lora else {})}
 
 
@@ -181,22 +182,35 @@ def run_apply(name: str, timeout: float, dry: bool, base: str = BASE_SPEC) -> di
     result["measured"] = {"tokens_per_s": metrics["tokens_per_s"], "peak_memory_gib": metrics["peak_memory_gib"],
                           "first_train_loss": (metrics["train_loss_history"] or [{}])[0].get("loss"),
                           "final_train_loss": metrics["final_train_loss"], "global_step": metrics["global_step"],
-                          **steady}
+                          **steady, "steady_tokens_per_s": steady.get("wall_tokens_per_s_after_warmup")}
     result["mfu"] = mfu(plan, steady.get("wall_tokens_per_s_after_warmup") or metrics["tokens_per_s"])
     return result
 
 
 def run_probe(name: str, timeout: float, dry: bool) -> dict:
-    spec = derived_spec(name, case_changes(name, dry)[1], dry)
+    """`tunespec probe` of the case's spec; its plan gives the replay settings (estimated as the plain loop)."""
+    changes = case_changes(name, dry)[1]
+    code, plan_dir = plan_of(name, changes, dry)
+    if code != 0:
+        return {"case": name, "kind": "probe", "exit_code": code, "failed": "plan"}
+    plan = json.loads((plan_dir / "plan.json").read_text())
+    spec = derived_spec(name, changes, dry)
     log = run_all.LOGS / f"{name}.txt"
     try:
         code = run_all.tunespec("probe", str(spec), "--steps", "8", log=log, timeout=timeout)
     finally:
         spec.unlink()
     text = log.read_text()
-    found = re.search(r"tokens/s\s*[│|]\s*([\d,.]+)", text)
+
+    def measured(row: str):
+        found = re.search(rf"{row}\s*[│|]\s*([\d,.]+)", text)
+        return float(found.group(1).replace(",", "")) if found else None
+
     return {"case": name, "kind": "probe", "exit_code": code, "output": text[-4000:],
-            "tokens_per_s": float(found.group(1).replace(",", "")) if found else None}
+            "tokens_per_s": measured("tokens/s"), "replay": replay_settings(plan),
+            "measured": {"steady_tokens_per_s": measured("tokens/s"),
+                         "peak_memory_gib": measured("peak memory allocated"),
+                         "peak_reserved_gib": measured("peak memory reserved")}}
 
 
 # ---- profiles ----------------------------------------------------------------------------------------
