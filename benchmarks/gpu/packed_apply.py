@@ -415,6 +415,40 @@ def summary(state: dict) -> str:
     return "\n".join(lines)
 
 
+CASE_LABELS = {
+    "probe": "`tunespec probe`: plain causal batches, micro batch 4",
+    "apply-auto": "tunespec compiled: `tunespec apply`, packed, flex attention (plan's choice), Liger, micro batch 4",
+    "apply-auto-compile": "the same with `training.torch_compile: true` (each decoder layer compiled)",
+    "apply-auto-mb2": "the same at micro batch 2 x accumulation 2 (the H100's fit)",
+    "axolotl": "Axolotl 0.19: multipack, flex attention, Liger plugin, its LoRA kernels",
+    "axolotl-compile": "Axolotl 0.19 as above with `torch_compile: true`",
+    "naive-trl": "the seed recipe's naive TRL setup: no packing, checkpointing, no Liger, micro batch 4",
+    "probe-1b-full": "Llama-3.2-1B shape, full fine-tune: `tunespec probe`",
+    "apply-auto-1b-full": "Llama-3.2-1B shape, full fine-tune: `tunespec apply`, packed",
+}
+
+
+def markdown_table(state: dict) -> str:
+    """The results file as the benchmark's table: real (non-padding) tokens/s at steady state, share of the probe
+    at equal tokens per step, MFU, peak allocated memory, loss at the first and last step, the plan's estimate."""
+    lines = ["| run | real tokens/s, steady | of the probe | MFU | peak GiB | loss, step 1 → 24 | the plan's estimate then |",
+             "|---|---:|---:|---:|---:|---|---:|"]
+    for name, label in CASE_LABELS.items():
+        r = state["cases"].get(name)
+        if not r or r.get("exit_code") != 0:
+            continue
+        m = r.get("measured") or {}
+        steady = m.get("steady_tokens_per_s")
+        probe = ((state["cases"].get(probe_of(name)) or {}).get("measured") or {}).get("steady_tokens_per_s")
+        share = f"{steady / probe:.0%}" if steady and probe and r["kind"] != "probe" else ""
+        loss = (f"{m['first_train_loss']:.2f} → {m['final_train_loss']:.2f}"
+                if m.get("first_train_loss") is not None else "")
+        estimate = (r.get("estimate") or {}).get("tokens_per_s")
+        lines.append(f"| {label} | {steady:,.0f} | {share} | {r.get('mfu') or ''} | {m.get('peak_memory_gib')} | {loss} | "
+                     f"{f'{estimate:,.0f}' if estimate else ''} |")
+    return "\n".join(lines)
+
+
 def build_dry_model() -> None:
     model = WORK / "tiny-llama"
     if not model.is_dir():
@@ -428,13 +462,17 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("cases", nargs="*", default=["probe"] + [f"apply-{k}" for k in KERNELS] +
                         ["profile-packed", "profile-plain", "naive-trl", "axolotl"])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path)
     parser.add_argument("--deadline-s", type=float, default=540, help="start no case that would end after this")
     parser.add_argument("--dry-cpu", action="store_true", help="rehearse on a CPU with a tiny model and 6 steps")
     parser.add_argument("--profile-side", choices=("packed", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument("--table", type=Path, help="print a results file (results-h200-packed-*.json) as markdown")
     parser.add_argument("--axolotl-site", type=Path, default=AXOLOTL_SITE,
                         help="a folder with Axolotl installed (default: .whl-axolotl's wheels installed there)")
     args = parser.parse_args()
+    if args.table:
+        print(markdown_table(json.loads(args.table.read_text())))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     run_all.LOGS.mkdir(parents=True, exist_ok=True)
     if args.dry_cpu:
