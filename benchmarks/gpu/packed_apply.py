@@ -116,7 +116,7 @@ def plan_of(name: str, changes: dict, dry: bool, base: str = BASE_SPEC) -> tuple
 
 def case_changes(name: str, dry: bool) -> tuple:
     """(case name without its variant suffixes, spec changes): `-mbN` sets the micro batch (the global batch
-    stays GLOBAL_BATCH sequences); `-compile` sets training.torch_compile; `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
+    stays GLOBAL_BATCH sequences); `-compile` sets training.torch_compile, `-noliger` turns Liger off; `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
     built here first)."""
     changes = {"training": {}}
     found = re.search(r"-mb(\d+)$", name)
@@ -126,6 +126,9 @@ def case_changes(name: str, dry: bool) -> tuple:
     if name.endswith("-compile"):
         changes["training"]["torch_compile"] = True
         name = name[:-len("-compile")]
+    if name.endswith("-noliger"):
+        changes["training"]["liger_kernels"] = False
+        name = name[:-len("-noliger")]
     if name.endswith("-1b-full"):
         if not dry:
             subprocess.run([sys.executable, str(HERE / "build_random_model.py"), "llama-3.2-1b", str(SMALL_MODEL)],
@@ -420,6 +423,7 @@ CASE_LABELS = {
     "apply-auto": "tunespec compiled: `tunespec apply`, packed, flex attention (plan's choice), Liger, micro batch 4",
     "apply-auto-compile": "the same with `training.torch_compile: true` (each decoder layer compiled)",
     "apply-auto-mb2": "the same at micro batch 2 x accumulation 2 (the H100's fit)",
+    "apply-auto-noliger": "the same without Liger's kernels",
     "axolotl": "Axolotl 0.19: multipack, flex attention, Liger plugin, its LoRA kernels",
     "axolotl-compile": "Axolotl 0.19 as above with `torch_compile: true`",
     "naive-trl": "the seed recipe's naive TRL setup: no packing, checkpointing, no Liger, micro batch 4",
@@ -495,7 +499,7 @@ def main() -> int:
         return run_axolotl(name, args.axolotl_site, left, args.dry_cpu)
 
     # a variant (-1b-full, -mbN) takes about as long as its case
-    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-compile)?(-mb\d+)?$", "", name)] + 60 * ("-compile" in name)
+    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-noliger)?(-compile)?(-mb\d+)?$", "", name)] + 60 * ("-compile" in name)
                 for name in args.cases}
     run_all.run_cases(args.cases, expected, run_case, state, STATE, args.out, args.deadline_s, began,
                       skip_done=False, kind_of=lambda name: name.split("-")[0])
