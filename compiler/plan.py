@@ -78,7 +78,7 @@ def _data_section(loaded: LoadedSpec, cwd: Path) -> dict:
     }
 
 
-def _trainer_section(loaded: LoadedSpec, data: dict, attn_implementation: str) -> dict:
+def _trainer_section(loaded: LoadedSpec, data: dict, attn_implementation: str, row_tokens: Optional[int]) -> dict:
     """The trainer's own settings; the layout's batch and precision and the data's packing join them as the
     trainer names them in schema/trainer_arguments.py."""
     t = loaded.spec.training
@@ -109,7 +109,7 @@ def _trainer_section(loaded: LoadedSpec, data: dict, attn_implementation: str) -
         "eval_steps": t.eval_every_steps,
         "logging_steps": t.logging_every_steps,
         "report_to": report_to,
-        "pad_to_multiple_of": attention.flex_pad_to_multiple_of(attn_implementation, data),
+        "pad_to_multiple_of": attention.flex_pad_to_multiple_of(attn_implementation, data, row_tokens),
         "fsdp": "",
         "fsdp_config": None,
     }
@@ -216,7 +216,7 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
     findings.build(plan, (), lambda: {"devices": devices_of_backend(spec, host)})
     findings.build(plan, ("devices",), lambda: place(plan["devices"], choices))
     findings.build(plan, ("parallel", "data"), lambda: {"batch": batch(choices, plan["parallel"], plan["data"])})
-    findings.build(plan, ("model", "data", "devices", "parallel"), lambda: _attention_and_trainer(loaded, plan, host))
+    findings.build(plan, ("model", "data", "devices", "parallel", "batch"), lambda: _attention_and_trainer(loaded, plan, host))
     findings.build(plan, ("devices", "parallel"), lambda: {"launch": _launch_section(plan["parallel"], plan["devices"])})
     findings.build(plan, ("method", "precision", "launch"), lambda: {"method": trainer_speed.with_adapter_input_cast(
         plan["method"], plan["precision"], plan["launch"])})
@@ -238,15 +238,17 @@ def _build(loaded: LoadedSpec, cwd: Path, host: Host) -> dict:
 
 
 def _attention_and_trainer(loaded: LoadedSpec, plan: dict, host: Host) -> dict:
-    """The model section with the attention kernel that runs (and why) for the devices and the data, and the
-    trainer section, which pads for that kernel."""
+    """The model section with the attention kernel that runs (and why) for the devices and the data, the
+    packed rows for that kernel (data.packed_row_tokens), and the trainer section, which pads for them."""
     spec = loaded.spec
     kernel, reason = attention.choose_attention(spec.model.attn_implementation, spec.backend.type,
                                                 plan["devices"], plan["data"])
-    trainer = {**_trainer_section(loaded, plan["data"], kernel),
+    row_tokens = attention.packed_row_tokens(kernel, plan["data"], plan["batch"]["micro_batch_size"])
+    trainer = {**_trainer_section(loaded, plan["data"], kernel, row_tokens),
                **trainer_speed.trainer_speed_settings(plan["devices"], plan["parallel"]["processes_per_node"],
                                                       _cpus_per_node(loaded, plan["devices"], host))}
-    return {"model": dict(plan["model"], attn_implementation=kernel, attn_reason=reason), "trainer": trainer}
+    return {"model": dict(plan["model"], attn_implementation=kernel, attn_reason=reason), "trainer": trainer,
+            "data": dict(plan["data"], packed_row_tokens=row_tokens)}
 
 
 def _parameters(plan: dict) -> dict:

@@ -63,6 +63,10 @@ def layout_rows(plan: dict) -> List[Row]:
             ("global batch", f"{b['micro_batch_size']} micro × {b['gradient_accumulation']} accumulation × "
                              f"{b['data_parallel']} data-parallel = {b['global_batch_size']} sequences"),
             ("tokens per step", f"{b['tokens_per_step']:,} (sequence length {b['sequence_length']})")]
+    row = (plan.get("data") or {}).get("packed_row_tokens")
+    if row:
+        rows.append(("packed rows", f"one padding-free row of {row:,} tokens per micro batch: documents "
+                                    f"(each cut at {b['sequence_length']:,}) packed into it by best fit"))
     if b.get("total_steps"):
         rows.append(("steps", f"{b['total_steps']:,}"
                               + (f" ({b['steps_per_epoch']:,} per epoch)" if b.get("steps_per_epoch") else "")))

@@ -144,7 +144,9 @@ def train(plan: dict, run_dir: Path, progress: ProgressWriter, started: float) -
     callback = ProgressCallback(progress)
     trainer = sft_trainer_class()(model=model, args=config, train_dataset=train_set, eval_dataset=eval_set,
                                   processing_class=tokenizer, peft_config=model_loading.lora_config(plan, model),
-                                  callbacks=[callback, memory_phases])
+                                  callbacks=[callback, memory_phases],
+                                  example_tokens=plan["batch"]["sequence_length"] if plan["data"]["packed_row_tokens"]
+                                  else None)
     if plan["method"]["lora"] is not None:
         model_loading.set_adapter_input_cast(trainer.model, plan["method"]["lora"])
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)

@@ -265,6 +265,12 @@ class DataSection(PlanModel):
     max_seq_length: int = _doc("Longest sequence in tokens, as the spec wrote it; the run reads "
                                "batch.sequence_length.", gt=0, json_schema_extra=REVIEW_ONLY)
     packing: bool = _doc("Pack rows into full sequences.")
+    packed_row_tokens: Optional[int] = _doc(
+        "Packed documents under a kernel that keeps them apart in one padding-free row (flex, flash): the micro "
+        "batch is one row of this many tokens (batch.micro_batch_size x batch.sequence_length), the documents "
+        "packed into it directly after each is truncated at max_seq_length; the trainer gets "
+        "per_device_train_batch_size 1 and max_length this. Null: micro_batch_size sequences of max_seq_length "
+        "(compiler/attention.py).", gt=0)
     completion_only_loss: bool = _doc("Loss on completions only (resolved: false for text data).")
     num_examples: Optional[int] = _doc("Rows in train (given, or counted from a local file).", gt=0,
                                        json_schema_extra=REVIEW_ONLY)

@@ -14,12 +14,14 @@ MIXED_PRECISION_FLAGS = {"bf16": {"bf16": True, "fp16": False}, "fp16": {"bf16":
 
 def trainer_arguments(plan: dict) -> dict:
     batch, data = plan["batch"], plan["data"]
+    # A packed row holds the micro batch's documents (data.packed_row_tokens): one row per micro batch.
+    row = data["packed_row_tokens"]
     return {
         **plan["trainer"],
-        "per_device_train_batch_size": batch["micro_batch_size"],
-        "per_device_eval_batch_size": batch["micro_batch_size"],
+        "per_device_train_batch_size": 1 if row else batch["micro_batch_size"],
+        "per_device_eval_batch_size": 1 if row else batch["micro_batch_size"],
         "gradient_accumulation_steps": batch["gradient_accumulation"],
-        "max_length": batch["sequence_length"],
+        "max_length": row or batch["sequence_length"],
         **MIXED_PRECISION_FLAGS[plan["precision"]["resolved"]],
         "packing": data["packing"],
         "completion_only_loss": data["completion_only_loss"],

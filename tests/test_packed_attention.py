@@ -12,7 +12,8 @@ from tunespec.compiler import attention
 from tunespec.compiler.errors import SpecError
 from tunespec.compiler.plan import build_plan
 from tunespec.compiler.spec_loader import load_spec
-from tunespec.compiler.summary import model_rows
+from tunespec.compiler.summary import layout_rows, model_rows
+from tunespec.schema.trainer_arguments import trainer_arguments
 
 from conftest import REPO
 from seed_models import save_tiny_model
@@ -52,6 +53,7 @@ def test_flash_attention_where_flash_attn_is_installed(tmp_path, monkeypatch):
     plan = gpu_plan(tmp_path)
     assert plan["model"]["attn_implementation"] == "flash_attention_2"
     assert plan["trainer"]["pad_to_multiple_of"] is None
+    assert plan["data"]["packed_row_tokens"] == plan["batch"]["micro_batch_size"] * plan["data"]["max_seq_length"]
     assert ("attention", "flash_attention_2 (flash-attn is installed here: packed batches run as varlen flash "
                          "attention)") in model_rows(plan)
 
@@ -60,11 +62,53 @@ def test_flex_attention_for_packed_batches_without_flash_attn(tmp_path, monkeypa
     installed_here(monkeypatch, "flex_attention")
     plan = gpu_plan(tmp_path)
     assert plan["model"]["attn_implementation"] == "flex_attention"
-    # one compiled shape per number of sequences a packed row can span, not one per packed length
-    assert plan["trainer"]["pad_to_multiple_of"] == plan["data"]["max_seq_length"]
+    # the micro batch is one packed row, padded to its length: one compiled shape, not one per packed length
+    row = plan["batch"]["micro_batch_size"] * plan["data"]["max_seq_length"]
+    assert plan["data"]["packed_row_tokens"] == plan["trainer"]["pad_to_multiple_of"] == row
+    arguments = trainer_arguments(plan)
+    assert (arguments["per_device_train_batch_size"], arguments["max_length"]) == (1, row)
+    assert ("packed rows", f"one padding-free row of {row:,} tokens per micro batch: documents (each cut at "
+                           f"{plan['data']['max_seq_length']:,}) packed into it by best fit") in layout_rows(plan)
     assert "block-sparse document mask" in plan["model"]["attn_reason"]
     unpacked = gpu_plan(tmp_path, packing=False)
     assert unpacked["model"]["attn_implementation"] == "sdpa" and unpacked["trainer"]["pad_to_multiple_of"] is None
+    assert unpacked["data"]["packed_row_tokens"] is None
+
+
+def test_sdpa_keeps_one_sequence_per_max_seq_length(tmp_path, monkeypatch):
+    installed_here(monkeypatch)
+    plan = gpu_plan(tmp_path)
+    assert plan["data"]["packed_row_tokens"] is None
+    arguments = trainer_arguments(plan)
+    assert (arguments["per_device_train_batch_size"], arguments["max_length"]) == (
+        plan["batch"]["micro_batch_size"], plan["data"]["max_seq_length"])
+
+
+def test_documents_are_cut_at_max_seq_length_then_packed_into_whole_rows(tmp_path):
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from tunespec.runtime.sft_trainer import sft_trainer_class
+
+    path = save_tiny_model(tmp_path / "tiny-llama", "llama", num_key_value_heads=1)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
+    rows = [{"prompt": " ".join(words[: 1 + i % 6]) + ":", "completion": " " + " ".join(words * (1 + i % 5))}
+            for i in range(40)] + [{"prompt": "long:", "completion": " " + " ".join(words * 40)}]
+    example_tokens, micro = 32, 4
+    config = SFTConfig(output_dir=str(tmp_path / "out"), packing=True, max_length=micro * example_tokens,
+                       per_device_train_batch_size=1, completion_only_loss=True, use_cpu=True, report_to="none")
+    trainer = sft_trainer_class()(model=AutoModelForCausalLM.from_pretrained(path), args=config,
+                                  train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                                  example_tokens=example_tokens)
+    packed = trainer.train_dataset
+    lengths = [length for row in packed["seq_lengths"] for length in row]
+    assert max(lengths) == example_tokens  # the long example, cut at max_seq_length (keep_start) ...
+    assert len(lengths) == len(rows)  # ... and every document kept
+    assert all(len(ids) <= micro * example_tokens for ids in packed["input_ids"])
+    # whole rows filled by best fit: fewer rows than documents would need in sequences of example_tokens
+    assert len(packed) < sum(lengths) / example_tokens
 
 
 def test_sdpa_says_what_the_document_mask_costs(tmp_path, monkeypatch):
