@@ -1,6 +1,7 @@
 """The attention kernel of packed (padding-free) batches: chosen by the compiler from what the trainer's
 environment has, written in the plan, run as is by the trainer; documents packed into one row do not
 attend to each other under it."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -109,6 +110,17 @@ def test_documents_are_cut_at_max_seq_length_then_packed_into_whole_rows(tmp_pat
     assert all(len(ids) <= micro * example_tokens for ids in packed["input_ids"])
     # whole rows filled by best fit: fewer rows than documents would need in sequences of example_tokens
     assert len(packed) < sum(lengths) / example_tokens
+    # the same documents and labelled tokens as TRL's own packing into sequences of max_seq_length
+    sequences = sft_trainer_class()(
+        model=AutoModelForCausalLM.from_pretrained(path), processing_class=tokenizer,
+        args=dataclasses.replace(config, max_length=example_tokens, per_device_train_batch_size=micro),
+        train_dataset=Dataset.from_list(rows)).train_dataset
+    assert sorted(lengths) == sorted(length for row in sequences["seq_lengths"] for length in row)
+
+    def labelled(dataset):
+        return sum(label != -100 for row in dataset["labels"] for label in row)
+
+    assert labelled(packed) == labelled(sequences) > 0
 
 
 def test_sdpa_says_what_the_document_mask_costs(tmp_path, monkeypatch):

@@ -352,7 +352,8 @@ def axolotl_measured(meter_file: Path) -> dict:
     warm, last = run_all.WARMUP_STEPS, max(steps, default=0)
     if warm in steps and last > warm:
         tokens, seconds = steps[last]["tokens"] - steps[warm]["tokens"], steps[last]["time"] - steps[warm]["time"]
-        measured.update(wall_tokens_per_s_after_warmup=round(tokens / seconds, 1), wall_window_steps=[warm + 1, last],
+        measured.update(wall_tokens_per_s_after_warmup=round(tokens / seconds, 1),
+                        steady_tokens_per_s=round(tokens / seconds, 1), wall_window_steps=[warm + 1, last],
                         wall_window_tokens=tokens, wall_window_s=round(seconds, 3),
                         tokens_per_step_after_warmup=round(tokens / (last - warm), 1))
     return measured
