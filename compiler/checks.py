@@ -42,6 +42,7 @@ MODEL_AND_METHOD = [
     Check(rules.experts_adapted_without_dropout, ("method",)),
     Check(rules.random_init_rules),
     Check(rules.lora_rank_fits_model, ("model", "method")),
+    Check(rules.compile_fits_model, ("model", "method")),
 ]
 DATA = [
     Check(rules.sequence_fits_model, ("model",)),

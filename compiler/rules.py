@@ -54,6 +54,16 @@ def experts_adapted_without_dropout(spec: Spec, plan: dict) -> List[dict]:
     return []
 
 
+def compile_fits_model(spec: Spec, plan: dict) -> List[dict]:
+    """QLoRA of a mixture of experts runs its NF4 experts one at a time (runtime/moe_quantization.py): how many
+    tokens each expert gets changes every step, shapes torch.compile would recompile for or break the graph on."""
+    if spec.training.torch_compile and plan["method"]["type"] == "qlora" \
+            and plan["model"]["architecture"].get("num_local_experts"):
+        raise SpecError("torch_compile is not planned with 4-bit experts: their per-expert loop has a different "
+                        "shape every step", ("training", "torch_compile"), hint="set `torch_compile: false`")
+    return []
+
+
 def check_accelerator_matches(accelerator: str, hw: dict, name: str) -> None:
     if (accelerator == "trainium") != (hw["kind"] == "trainium"):
         raise SpecError(f"`accelerator: {accelerator}` does not match {name}, which has "

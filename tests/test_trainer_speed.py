@@ -133,6 +133,17 @@ def test_torch_compile_is_refused_where_it_cannot_run(tmp_path, base, says):
     assert "training.torch_compile" in message and says in message and "set `torch_compile: false`" in message
 
 
+def test_torch_compile_is_refused_with_4_bit_experts(tmp_path):
+    from tunespec.compiler.errors import SpecError
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"extends: {REPO / 'specs' / 'mixtral-8x7b-viggo-qlora-fsdp.yaml'}\n"
+                    "training: {torch_compile: true}\n")
+    with pytest.raises(SpecError, match="torch_compile is not planned with 4-bit experts") as refused:
+        build_plan(load_spec(spec), cwd=tmp_path, enforce_budget=False)
+    assert "training.torch_compile" in str(refused.value)
+
+
 def test_padding_free_rows_are_counted_on_the_host(tmp_path):
     """One process, packed rows without padding: the count is the row's length, with no gather (the Trainer's
     own count moves it to the device and reads it back, a device sync every micro batch)."""
