@@ -10,7 +10,6 @@ Packed rows (plan.batch.packed_row_tokens): TRL packs to its `max_length` and tr
 too. The examples are truncated at the plan's sequence_length first (TRL's own unpacked preparation:
 tokenize, completion mask, truncation), then packed into rows of max_length (the row) by TRL's best fit.
 """
-import dataclasses
 from typing import Optional
 
 
@@ -28,11 +27,16 @@ def sft_trainer_class():
             if not (packing and self.example_tokens and args.max_length > self.example_tokens):
                 return super()._prepare_dataset(dataset, processing_class, args, packing, formatting_func,
                                                 dataset_name)
-            examples = super()._prepare_dataset(dataset, processing_class,
-                                                dataclasses.replace(args, max_length=self.example_tokens), False,
-                                                formatting_func, dataset_name)
-            return pack_dataset(examples.select_columns(["input_ids", "labels"]), args.max_length,
-                                args.packing_strategy, {"num_proc": args.dataset_num_proc})
+            # TRL's unpacked preparation truncates at args.max_length: the example length while it runs (a copy
+            # through dataclasses.replace would run TrainingArguments.__post_init__ again on processed settings)
+            row_tokens, args.max_length = args.max_length, self.example_tokens
+            try:
+                examples = super()._prepare_dataset(dataset, processing_class, args, False, formatting_func,
+                                                    dataset_name)
+            finally:
+                args.max_length = row_tokens
+            return pack_dataset(examples.select_columns(["input_ids", "labels"]), row_tokens, args.packing_strategy,
+                                {"num_proc": args.dataset_num_proc})
 
         def _track_num_input_tokens(self, inputs):
             padding_free = "position_ids" in inputs and "attention_mask" not in inputs
