@@ -1,24 +1,25 @@
 """Issue 15's proof on one H200: packed `tunespec apply` against the probe's plain batches, MFU, a torch
 profiler trace of the packed apply step against the plain step, and Axolotl side by side.
 
-Written and rehearsed on a CPU (`--dry-cpu`); not yet run on a GPU. How to run it next session, from the
+Ran on one H200 on 2026-12-01 in four calls (speed-h200.md says what each measured). To run it again, from the
 repository root on this machine first:
 
     python3 benchmarks/gpu/make_tokenizer.py .gpu/viggo .gpu/llama3-8b-skeleton 16000   # once (see README.md)
     /work/shared/device/fetch-wheels.sh                                                  # wheels into .whl/
     python3 benchmarks/gpu/axolotl_wheels.py                                            # .whl-axolotl/ (axolotl cases)
+    python -m pip wheel --no-deps --no-build-isolation -w .whl .                        # tunespec's own wheel
     # optional, as a wheel in .whl/: flash-attn built for torch 2.11 + CUDA 13 (case apply-flash_attention_2)
 
-then on the device (`run` with carry [".whl", ".gpu"], kind nvidia-h200; two calls fit the 10-minute limit;
-the call with an axolotl case also carries ".whl-axolotl", 50.7 MiB: leave .whl's 41 MiB bitsandbytes wheel out
-of that call, .whl-axolotl holds a CUDA-13-only one, so that the carried tree stays under 64 MiB):
+then on the device (`run` with carry [".whl", ".gpu", ".whl-axolotl"], kind nvidia-h200, from the repository
+root there). The carried tree must stay under 64 MiB: leave .whl's 41 MiB bitsandbytes wheel out (.whl-axolotl
+holds a CUDA-13-only one) and move the two committed profile traces (profile-*-h200-*.json.gz, 5 MiB) out of the
+working tree for the call:
 
     source benchmarks/gpu/device_setup.sh > $OUT/setup.log 2>&1
-    python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 540 probe apply-sdpa apply-flex_attention apply-auto
-    python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 540 profile-packed profile-plain naive-trl axolotl
+    python3 benchmarks/gpu/packed_apply.py --out $OUT --deadline-s 340 apply-auto-compile axolotl-compile naive-trl apply-auto
 
-(the second call finds the first call's results in /tmp/tunespec-gpu/packed-results.json on a warm machine;
-on a fresh one it starts a new file: keep both calls' results.json). Rehearsal on a CPU:
+(a later call on a warm machine finds the earlier calls' results in /tmp/tunespec-gpu/packed-results.json;
+on a fresh one it starts a new file: keep every call's results.json). Rehearsal on a CPU:
 
     python3 benchmarks/gpu/packed_apply.py --out /tmp/pa-dry --dry-cpu probe apply-sdpa apply-auto profile-packed profile-plain
     PYTHONPATH=<triton> python3 benchmarks/gpu/packed_apply.py --out /tmp/pa-dry --dry-cpu --axolotl-site <site> axolotl
