@@ -241,6 +241,12 @@ class LaunchCosts:
     # 4, checkpointing, no Liger, sdpa) on an H100 and an H200.
     trainer_unpacked_scale = Calibrated(0.4, Measured({H100_APPLY: ("naive-dynamic",),
                                                           H200_PACKED_APPLY_MB4: ("naive-trl",)}))
+    # The host's cost of a forward pass (or a recompute) against the mean per pass, the backward's being the rest:
+    # Python launches the forward, autograd's C++ engine most of the backward. Fitted on the packed Llama-3-8B
+    # LoRA apply runs on an H200 at micro batch 2 x 2 (0.352 s per micro batch: host-bound forward) and 4 x 1
+    # (0.607 s: GPU-bound); 1.0 (no split) estimated +1% for micro batch 4 where +16% was measured. The H100
+    # plain loops move by less than 3% (two of them closer).
+    forward_pass_host_share = Calibrated(1.2, Measured({H200_PACKED_APPLY_MB4: ("apply-auto-mb2", "apply-auto")}))
     # FSDP sharded over several processes: each wrapped layer's all-gather (and in backward its
     # reduce-scatter) is issued and waited for on the CPU path: +1.5-2.5 ms per layer and pass, LoRA and
     # QLoRA, 2 processes against 1.

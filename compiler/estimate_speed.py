@@ -4,10 +4,13 @@ launch:
     GPU time per micro batch = matmul FLOPs / (peak * utilisation)
                                + bytes of memory-bound work / (bandwidth * efficiency)
     CPU time per micro batch = decoder layers * passes * Python and launch cost per layer-pass
-    step time                = max(GPU, CPU) + collectives not hidden behind compute
+    step time                = max(GPU, CPU) over the forward + max(GPU, CPU) over the backward
+                               + collectives not hidden behind compute
 
-The GPU runs behind the CPU, so a step costs whichever is longer: small steps of an adapted model are
-launch-bound (the measured Llama-3-8B LoRA steps take the same ~0.5 s from 512 to 2048 tokens).
+The GPU runs behind the CPU, so each phase costs whichever is longer: small steps of an adapted model are
+launch-bound (the measured Llama-3-8B LoRA steps take the same ~0.5 s from 512 to 2048 tokens). The forward
+(Python) carries more of the host's cost than the backward (autograd's C++ engine): a micro batch whose GPU
+work is about the host's is host-bound in its forward and GPU-bound in its backward.
 
 Matmul FLOPs per token = forward * (1 + backward multiple + recompute under checkpointing), forward
 = 2 * (active matmul parameters, lm_head included) + causal attention. Full fine-tuning's backward
@@ -178,7 +181,12 @@ def estimate_throughput(plan: dict) -> dict:
 
     comm_s = _communication_seconds(plan, hardware, accumulation)
     # The optimizer step waits for the last gradient: it cannot hide behind the next step's launches.
-    busy_s = max(gpu_s, cpu_s) + optimizer_s
+    # Two phases per micro batch, each as long as the slower of the GPU and the host: the forward, which the host
+    # paces from Python, and the backward (with a recompute under checkpointing), which autograd's C++ engine
+    # launches for the most part. A micro batch starts after the previous one's sync, so the phases do not overlap.
+    fwd_share = flops["forward"] / flops["train"]
+    cpu_fwd = cpu_s / passes * LaunchCosts.forward_pass_host_share.value
+    busy_s = max(gpu_s * fwd_share, cpu_fwd) + max(gpu_s * (1 - fwd_share), cpu_s - cpu_fwd) + optimizer_s
     step_s = busy_s + max(0.0, comm_s - Collectives.overlap.value * busy_s)
     per_replica = tokens / step_s
     replicas = parallel.get("data_parallel", 1) or 1
