@@ -82,7 +82,7 @@ class MemoryOverheads:
     # recomputation under checkpointing asks for other sizes (measured on the H100: 0.21-0.67, median
     # 0.34); without checkpointing the saved activations are allocated once and stay (0.02-0.16, median 0.06).
     allocator_slack = {
-        "checkpointing": Calibrated(0.4, Measured({H100_PLAIN_LOOP: ("*-gc", "*-gc-r2")})),
+        "checkpointing": Calibrated(0.35, Measured({H100_PLAIN_LOOP: ("*-gc", "*-gc-r2")})),
         "no_checkpointing": Calibrated(0.08, Measured({H100_PLAIN_LOOP: ("*-nogc", "*-nogc-r2")})),
     }
     # The waste stays below a few large segments however big the step. Fitted to the reserved peaks of
@@ -137,7 +137,7 @@ class DeviceEfficiency:
     full_gemm_utilisation = Calibrated(0.53, Measured({H100_PLAIN_LOOP: H100_FULL_CASES}))
     # Grouped GEMMs of the MoE experts (transformers 5's grouped_mm): many smaller, unevenly split
     # matrices reach less of the peak than one dense GEMM.
-    moe_gemm_utilisation = Calibrated(0.4, Measured({H100_PLAIN_LOOP: ("mixtral-8x7b-L4-lora-*",
+    moe_gemm_utilisation = Calibrated(0.45, Measured({H100_PLAIN_LOOP: ("mixtral-8x7b-L4-lora-*",
                                                                         "mixtral-8x7b-L8-lora-*")}))
     # NF4 experts (runtime/moe_quantization.py's loop: per expert a routing gather, bitsandbytes' 4-bit
     # matmuls, which dequantize the expert in forward and again in backward, adapters and a scatter) reach
@@ -279,15 +279,15 @@ class Collectives:
 
     # Share of the collectives hidden behind computation (FSDP prefetch, DDP bucketing). On 2 H200s over
     # NVLink the Llama-3-8B-shape FSDP steps leave them no exposed share at all.
-    overlap = Calibrated(0.4, Assumption(
+    overlap = Calibrated(0.5, Assumption(
         "a textbook share; the only multi-GPU measurement (2 H200s, NVLink) cannot tell it: no exposed time"))
     # Share of the link bandwidth they reach.
-    link_efficiency = Calibrated(0.4, Assumption("a textbook share of NCCL's bus bandwidth on NVLink and EFA"))
+    link_efficiency = Calibrated(0.7, Assumption("a textbook share of NCCL's bus bandwidth on NVLink and EFA"))
     # FSDP/SMP gather a whole decoder layer at compute precision: the current one and the prefetched next.
     gathered_layers = Calibrated(2, Assumption(
         "FSDP prefetches the next layer's all-gather while the current layer computes: two layers gathered"))
     # QLoRA's all-gather moves the NF4 layers and the 16-bit embeddings, norms and lm_head.
-    qlora_gathered_bytes_per_param = Calibrated(0.4, Assumption(
+    qlora_gathered_bytes_per_param = Calibrated(0.6, Assumption(
         "NF4 with its constants (0.52 bytes) for most parameters, 2 bytes for the few 16-bit ones; not "
         "measured"))
 
@@ -334,7 +334,7 @@ class Verdicts:
     tight_fraction = Calibrated(0.90, Assumption(
         "a margin for the estimate's error (memory within 10% on every measured case) and for fragmentation"))
     # Warn "communication-bound" when collectives take more than this share of a step.
-    communication_bound_share = Calibrated(0.4, Assumption("more than half a step waiting on collectives"))
+    communication_bound_share = Calibrated(0.5, Assumption("more than half a step waiting on collectives"))
     # Warn "memory-underused" with checkpointing on below this share of the device's memory.
     memory_underused_share = Calibrated(0.3, Assumption(
         "under a third of the memory used, a run without checkpointing or with a larger micro batch likely fits"))
