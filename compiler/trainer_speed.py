@@ -50,5 +50,5 @@ def with_adapter_input_cast(method: dict, precision: dict, launch: dict) -> dict
     if lora is None:
         return method
     autocast = precision["resolved"] in ("bf16", "fp16") and launch["module"] == TRAINER_MODULE
-    keep_cast = not autocast or method["type"] == "dora" or lora["use_dora"]
+    keep_cast = not autocast or lora["use_dora"]
     return dict(method, lora=dict(lora, cast_input_to_adapter_dtype=keep_cast))

@@ -115,10 +115,10 @@ def plan_of(name: str, changes: dict, dry: bool, base: str = BASE_SPEC) -> tuple
     return code, plan_dir
 
 
-def case_changes(name: str, dry: bool) -> tuple:
+def case_changes(name: str) -> tuple:
     """(case name without its variant suffixes, spec changes): `-mbN` sets the micro batch (the global batch
-    stays GLOBAL_BATCH sequences); `-compile` sets training.torch_compile, `-noliger` turns Liger off; `-1b-full` is the Llama-3.2-1B shape fully fine-tuned (its random weights
-    built here first)."""
+    stays GLOBAL_BATCH sequences); `-compile` sets training.torch_compile, `-noliger` turns Liger off; `-1b-full`
+    is the Llama-3.2-1B shape fully fine-tuned (build_case_model makes its random weights)."""
     changes = {"training": {}}
     found = re.search(r"-mb(\d+)$", name)
     if found:
@@ -131,12 +131,16 @@ def case_changes(name: str, dry: bool) -> tuple:
         changes["training"]["liger_kernels"] = False
         name = name[:-len("-noliger")]
     if name.endswith("-1b-full"):
-        if not dry:
-            subprocess.run([sys.executable, str(HERE / "build_random_model.py"), "llama-3.2-1b", str(SMALL_MODEL)],
-                           check=True)
         changes.update(model={"source": str(SMALL_MODEL), "architecture": "llama-3.2-1b"}, method={"type": "full"})
         name = name[:-len("-1b-full")]
     return name, changes
+
+
+def build_case_model(changes: dict, dry: bool) -> None:
+    """The random weights of a case's model other than the base spec's (device_setup.sh builds that one)."""
+    if not dry and changes.get("model", {}).get("source") == str(SMALL_MODEL):
+        subprocess.run([sys.executable, str(HERE / "build_random_model.py"), "llama-3.2-1b", str(SMALL_MODEL)],
+                       check=True)
 
 
 def replay_settings(plan: dict) -> dict:
@@ -160,7 +164,8 @@ def mfu(plan: dict, tokens_per_s) -> float:
 
 def run_apply(name: str, timeout: float, dry: bool, base: str = BASE_SPEC) -> dict:
     """`tunespec apply` of the case's spec: apply-<kernel>[-1b-full][-mbN], or naive-trl (the naive spec)."""
-    base_name, changes = case_changes(name, dry)
+    base_name, changes = case_changes(name)
+    build_case_model(changes, dry)
     kernel = base_name[len("apply-"):] if base_name.startswith("apply-") else "auto"
     result = {"case": name, "kind": "apply", "attn_requested": kernel}
     changes["model"] = {**changes.get("model", {}), "attn_implementation": kernel}
@@ -193,7 +198,8 @@ def run_apply(name: str, timeout: float, dry: bool, base: str = BASE_SPEC) -> di
 
 def run_probe(name: str, timeout: float, dry: bool) -> dict:
     """`tunespec probe` of the case's spec; its plan gives the replay settings (estimated as the plain loop)."""
-    changes = case_changes(name, dry)[1]
+    changes = case_changes(name)[1]
+    build_case_model(changes, dry)
     code, plan_dir = plan_of(name, changes, dry)
     if code != 0:
         return {"case": name, "kind": "probe", "exit_code": code, "failed": "plan"}
@@ -500,9 +506,11 @@ def main() -> int:
             return run_apply(name, left, args.dry_cpu, base=NAIVE_SPEC)
         return run_axolotl(name, args.axolotl_site, left, args.dry_cpu)
 
-    # a variant (-1b-full, -mbN) takes about as long as its case
-    expected = {name: EXPECTED_S[re.sub(r"(-1b-full)?(-noliger)?(-compile)?(-mb\d+)?$", "", name)] + 40 * ("-compile" in name)
-                for name in args.cases}
+    # a variant takes about as long as its case; torch_compile adds its compilation
+    expected = {}
+    for name in args.cases:
+        base_name, changes = case_changes(name)
+        expected[name] = EXPECTED_S[base_name] + 40 * changes["training"].get("torch_compile", False)
     run_all.run_cases(args.cases, expected, run_case, state, STATE, args.out, args.deadline_s, began,
                       skip_done=False, kind_of=lambda name: name.split("-")[0])
     print(summary(state), flush=True)
