@@ -95,8 +95,7 @@ def _build_model(plan: dict, layers: int, cuda: bool, scratch: str):
         # bitsandbytes quantizes while loading: save random weights once, load them the trainer's way.
         with torch.device("cuda"):
             AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(scratch)
-        gc.collect()
-        torch.cuda.empty_cache()
+        model_loading.free_accelerator_memory()
         model = model_loading.load_model(plan, scratch)
     else:
         with torch.device("cuda" if cuda else "cpu"):
